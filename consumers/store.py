@@ -1,0 +1,534 @@
+"""The pathway store: dedup and apply, in one transaction, on SQLite or PostgreSQL.
+
+One SQL implementation serves both databases through DB-API 2 (``sqlite3`` and
+``psycopg``); blocking calls run in a worker thread so the event loop keeps consuming.
+
+``apply`` is the only write path. In one transaction it
+
+1. suppresses a message id seen before (redelivery, resend, replay) -> ``DUPLICATE``;
+2. compares an already-stored event id + revision: same content -> ``DUPLICATE``,
+   other content -> :class:`~contracts.errors.ConflictingDuplicate`;
+3. stores the event and the message id, and recomputes the projections it touches.
+
+The caller acks only after ``apply`` returns, so a crash between commit and ack is a
+redelivery that step 1 suppresses. Concurrent consumers on PostgreSQL serialise on a
+transaction-scoped advisory lock per pathway, so two halves of one stay committed at
+the same moment cannot overwrite each other's projection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum, unique
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import orjson
+
+from consumers.pathways import StoredEventRow, effective_content, project_stay
+from contracts.errors import ConflictingDuplicate, StoreUnavailable
+
+__all__ = [
+    "ApplyResult",
+    "EventRecord",
+    "PathwayStore",
+    "PostgresStore",
+    "RejectionRecord",
+    "SqliteStore",
+    "StoreSummary",
+    "open_store",
+]
+
+
+@unique
+class ApplyResult(StrEnum):
+    COMMITTED = "committed"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """What the store keeps of one event. It holds no national id: ``person_key`` is
+    the pseudonym, and ``payload`` is the event with the id replaced by it."""
+
+    message_id: str
+    event_id: str
+    revision: int
+    record_key: str
+    event_type: str
+    correction: str
+    person_key: str
+    unit_org: str
+    municipality: str
+    sender_her_id: int
+    stay_id: str | None
+    clinical_time: datetime
+    registered_at: datetime
+    digest: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class RejectionRecord:
+    """A dead-lettered message, for data-quality reports: no content, no personal data.
+
+    Keyed by message id, so recording the same rejection twice (a redelivery after a
+    crash) counts once.
+    """
+
+    message_id: str
+    reason: str
+    sender_her_id: int | None
+    event_type: str | None
+    unit_org: str | None
+    municipality: str | None
+    rejected_at: datetime
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    events_committed: int
+    persons: int
+    stays: int
+    stays_incomplete: int
+    consultations: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "events_committed": self.events_committed,
+            "persons": self.persons,
+            "stays": self.stays,
+            "stays_incomplete": self.stays_incomplete,
+            "consultations": self.consultations,
+        }
+
+
+class PathwayStore(Protocol):
+    async def apply(self, record: EventRecord) -> ApplyResult: ...
+    async def record_rejection(self, rejection: RejectionRecord) -> None: ...
+    async def summary(self) -> StoreSummary: ...
+    async def ping(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS received_messages (
+        message_id TEXT PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        received_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS events (
+        event_id TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        record_key TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        correction TEXT NOT NULL,
+        person_key TEXT NOT NULL,
+        unit_org TEXT NOT NULL,
+        municipality TEXT NOT NULL,
+        sender_her_id INTEGER NOT NULL,
+        stay_id TEXT,
+        clinical_time TEXT NOT NULL,
+        registered_at TEXT NOT NULL,
+        committed_at TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (event_id, revision))""",
+    "CREATE INDEX IF NOT EXISTS events_record ON events (record_key)",
+    "CREATE INDEX IF NOT EXISTS events_stay ON events (unit_org, stay_id)",
+    "CREATE INDEX IF NOT EXISTS events_person ON events (person_key)",
+    """CREATE TABLE IF NOT EXISTS stays (
+        unit_org TEXT NOT NULL,
+        stay_id TEXT NOT NULL,
+        person_key TEXT NOT NULL,
+        municipality TEXT,
+        admitted_at TEXT,
+        discharged_at TEXT,
+        length_of_stay_hours DOUBLE PRECISION,
+        complete INTEGER NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (unit_org, stay_id))""",
+    "CREATE INDEX IF NOT EXISTS stays_person ON stays (person_key)",
+    """CREATE TABLE IF NOT EXISTS rejections (
+        message_id TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        sender_her_id INTEGER,
+        event_type TEXT,
+        unit_org TEXT,
+        municipality TEXT,
+        rejected_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS rejections_time ON rejections (rejected_at)",
+]
+
+_STAY_UPSERT = """
+INSERT INTO stays (unit_org, stay_id, person_key, municipality, admitted_at, discharged_at,
+                   length_of_stay_hours, complete, detail)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (unit_org, stay_id) DO UPDATE SET
+    person_key = excluded.person_key, municipality = excluded.municipality,
+    admitted_at = excluded.admitted_at, discharged_at = excluded.discharged_at,
+    length_of_stay_hours = excluded.length_of_stay_hours, complete = excluded.complete,
+    detail = excluded.detail
+"""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+class _Dialect(Protocol):
+    def connect(self) -> Any: ...
+    def sql(self, statement: str) -> str: ...
+    def lock(self, cursor: Any, key: str) -> None: ...
+    def is_integrity_error(self, error: BaseException) -> bool: ...
+    def is_unavailable(self, error: BaseException) -> bool: ...
+
+
+class SqlStore:
+    """The shared implementation; a dialect supplies connection and SQL differences."""
+
+    def __init__(self, dialect: _Dialect) -> None:
+        self._dialect = dialect
+        self._connection: Any = None
+        # One connection, used from one worker thread at a time.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        await self._run(lambda connection: None)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection; closing twice is harmless."""
+        self._closed = True
+        await asyncio.to_thread(self._close_sync)
+
+    def _close_sync(self) -> None:
+        with self._lock:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                try:
+                    connection.close()
+                except Exception:  # noqa: BLE001, S110 - a broken connection is closed already
+                    pass
+
+    def _ensure_connection(self) -> Any:
+        if self._connection is None:
+            connection = self._dialect.connect()
+            cursor = connection.cursor()
+            for statement in _SCHEMA:
+                cursor.execute(statement)
+            connection.commit()
+            self._connection = connection
+        return self._connection
+
+    async def _run(self, work: Callable[[Any], Any]) -> Any:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        return await asyncio.to_thread(self._run_sync, work)
+
+    def _run_sync(self, work: Callable[[Any], Any]) -> Any:
+        with self._lock:
+            try:
+                connection = self._ensure_connection()
+                return work(connection)
+            except Exception as error:
+                if self._dialect.is_unavailable(error):
+                    self._drop_connection()
+                    raise StoreUnavailable("the pathway store cannot commit now") from error
+                raise
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001, S110 - it is broken already
+                pass
+
+    async def ping(self) -> None:
+        await self._run(lambda connection: connection.cursor().execute("SELECT 1"))
+
+    async def apply(self, record: EventRecord) -> ApplyResult:
+        result: ApplyResult = await self._run(lambda connection: self._apply_sync(connection, record))
+        return result
+
+    def _apply_sync(self, connection: Any, record: EventRecord) -> ApplyResult:
+        for attempt in range(3):
+            try:
+                result = self._apply_once(connection, record)
+                connection.commit()
+                return result
+            except Exception as error:
+                connection.rollback()
+                # Another consumer committed the same message or event between our read
+                # and our insert: run again, and the reads now see it.
+                if self._dialect.is_integrity_error(error) and attempt < 2:
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _apply_once(self, connection: Any, record: EventRecord) -> ApplyResult:
+        sql = self._dialect.sql
+        cursor = connection.cursor()
+        if record.stay_id is not None:
+            self._dialect.lock(cursor, f"stay:{record.unit_org}:{record.stay_id}")
+        self._dialect.lock(cursor, f"record:{record.record_key}")
+
+        cursor.execute(
+            sql("SELECT 1 FROM received_messages WHERE message_id = ?"), (record.message_id,)
+        )
+        if cursor.fetchone() is not None:
+            return ApplyResult.DUPLICATE
+
+        cursor.execute(
+            sql("SELECT digest FROM events WHERE event_id = ? AND revision = ?"),
+            (record.event_id, record.revision),
+        )
+        existing = cursor.fetchone()
+        now = _iso(datetime.now(UTC))
+        if existing is not None:
+            if existing[0] != record.digest:
+                raise ConflictingDuplicate(
+                    "an event with this event id and revision was stored with other content"
+                )
+            cursor.execute(
+                sql(
+                    "INSERT INTO received_messages (message_id, event_id, revision, received_at)"
+                    " VALUES (?, ?, ?, ?)"
+                ),
+                (record.message_id, record.event_id, record.revision, now),
+            )
+            return ApplyResult.DUPLICATE
+
+        cursor.execute(
+            sql(
+                "INSERT INTO events (event_id, revision, record_key, event_type, correction,"
+                " person_key, unit_org, municipality, sender_her_id, stay_id, clinical_time,"
+                " registered_at, committed_at, digest, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (
+                record.event_id,
+                record.revision,
+                record.record_key,
+                record.event_type,
+                record.correction,
+                record.person_key,
+                record.unit_org,
+                record.municipality,
+                record.sender_her_id,
+                record.stay_id,
+                _iso(record.clinical_time),
+                _iso(record.registered_at),
+                now,
+                record.digest,
+                record.payload.decode("utf-8"),
+            ),
+        )
+        cursor.execute(
+            sql(
+                "INSERT INTO received_messages (message_id, event_id, revision, received_at)"
+                " VALUES (?, ?, ?, ?)"
+            ),
+            (record.message_id, record.event_id, record.revision, now),
+        )
+        if record.stay_id is not None:
+            self._project_stay(cursor, record.unit_org, record.stay_id)
+        return ApplyResult.COMMITTED
+
+    def _rows(self, cursor: Any, where: str, params: Sequence[Any]) -> list[StoredEventRow]:
+        cursor.execute(
+            self._dialect.sql(
+                "SELECT event_id, revision, record_key, correction, event_type, payload"
+                f" FROM events WHERE {where}"
+            ),
+            tuple(params),
+        )
+        return [
+            StoredEventRow(
+                event_id=row[0],
+                revision=row[1],
+                record_key=row[2],
+                correction=row[3],
+                event_type=row[4],
+                payload=orjson.loads(row[5]),
+            )
+            for row in cursor.fetchall()
+        ]
+
+    def _project_stay(self, cursor: Any, unit_org: str, stay_id: str) -> None:
+        """Recompute one stay from the effective records of its two sides."""
+        rows = self._rows(cursor, "unit_org = ? AND stay_id = ?", (unit_org, stay_id))
+        record_keys = {row.record_key for row in rows}
+        # Corrections may name the record without repeating the stay id: fetch whole records.
+        by_record: dict[str, list[StoredEventRow]] = {key: [] for key in record_keys}
+        for key in record_keys:
+            by_record[key] = self._rows(cursor, "record_key = ?", (key,))
+        sides: dict[str, Any] = {}
+        for record_rows in by_record.values():
+            content = effective_content(record_rows)
+            if content is not None:
+                sides[str(content["event_type"])] = content
+        stay = project_stay(
+            unit_org, stay_id, sides.get("kad.admission"), sides.get("kad.discharge")
+        )
+        sql = self._dialect.sql
+        if stay is None:
+            cursor.execute(
+                sql("DELETE FROM stays WHERE unit_org = ? AND stay_id = ?"), (unit_org, stay_id)
+            )
+            return
+        detail = orjson.dumps(
+            {
+                "admission_diagnoses": stay.admission_diagnoses,
+                "discharge_diagnoses": stay.discharge_diagnoses,
+                "referred_by": stay.referred_by,
+                "discharged_to": stay.discharged_to,
+            }
+        ).decode()
+        cursor.execute(
+            sql(_STAY_UPSERT),
+            (
+                stay.unit_org,
+                stay.stay_id,
+                stay.person_key,
+                stay.municipality,
+                _iso(stay.admitted_at),
+                _iso(stay.discharged_at),
+                stay.length_of_stay_hours,
+                1 if stay.complete else 0,
+                detail,
+            ),
+        )
+
+    async def record_rejection(self, rejection: RejectionRecord) -> None:
+        def write(connection: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute(
+                self._dialect.sql(
+                    "INSERT INTO rejections (message_id, reason, sender_her_id, event_type,"
+                    " unit_org, municipality, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (message_id) DO NOTHING"
+                ),
+                (
+                    rejection.message_id,
+                    rejection.reason,
+                    rejection.sender_her_id,
+                    rejection.event_type,
+                    rejection.unit_org,
+                    rejection.municipality,
+                    _iso(rejection.rejected_at),
+                ),
+            )
+            connection.commit()
+
+        await self._run(write)
+
+    async def summary(self) -> StoreSummary:
+        def read(connection: Any) -> StoreSummary:
+            cursor = connection.cursor()
+            cursor.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT person_key),"
+                " SUM(CASE WHEN event_type = 'hst.consultation' THEN 1 ELSE 0 END) FROM events"
+            )
+            events, persons, consultations = cursor.fetchone()
+            cursor.execute("SELECT COUNT(*), SUM(CASE WHEN complete = 0 THEN 1 ELSE 0 END) FROM stays")
+            stays, incomplete = cursor.fetchone()
+            connection.commit()
+            return StoreSummary(
+                events_committed=int(events or 0),
+                persons=int(persons or 0),
+                stays=int(stays or 0),
+                stays_incomplete=int(incomplete or 0),
+                consultations=int(consultations or 0),
+            )
+
+        result: StoreSummary = await self._run(read)
+        return result
+
+
+class _SqliteDialect:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def connect(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self._path, check_same_thread=False, isolation_level="DEFERRED")
+        connection.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before apply() returns and the message is acked.
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA busy_timeout=10000")
+        return connection
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def lock(self, cursor: Any, key: str) -> None:
+        # BEGIN IMMEDIATE takes the database write lock: one writer at a time.
+        if not cursor.connection.in_transaction:
+            cursor.execute("BEGIN IMMEDIATE")
+
+    def is_integrity_error(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.IntegrityError)
+
+    def is_unavailable(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.OperationalError)
+
+
+class _PostgresDialect:
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self._url, connect_timeout=5)
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    def lock(self, cursor: Any, key: str) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+    def is_integrity_error(self, error: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(error, psycopg.errors.IntegrityError)
+
+    def is_unavailable(self, error: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+class SqliteStore(SqlStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(_SqliteDialect(path))
+
+
+class PostgresStore(SqlStore):
+    def __init__(self, url: str) -> None:
+        super().__init__(_PostgresDialect(url))
+
+
+def open_store(url: str) -> SqlStore:
+    """``postgresql://...`` -> PostgreSQL; ``sqlite:///path`` or a plain path -> SQLite."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+    return SqliteStore(Path(path))

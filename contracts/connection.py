@@ -1,0 +1,53 @@
+"""Opening the AMQP connection, the same way on both sides.
+
+One persistent, robust connection per process (the national bus asks for that).
+TLS settings live here so producer, consumer and tools cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+
+__all__ = ["TlsSettings", "connect"]
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS to the broker: TLS 1.2 or 1.3 only, the broker verified against ``ca_file``.
+
+    With ``client_cert`` / ``client_key`` the client authenticates with its certificate
+    (SASL EXTERNAL), as the national bus does.
+    """
+
+    ca_file: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.client_cert is not None:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key or self.client_cert))
+        return context
+
+
+async def connect(
+    url: str, *, tls: TlsSettings | None = None, name: str = "kpr-stream"
+) -> AbstractRobustConnection:
+    """Connect robustly; with ``tls`` the URL must be ``amqps://``."""
+    if tls is None:
+        return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+    if not url.startswith("amqps://"):
+        raise ValueError("TLS settings need an amqps:// URL")
+    query = "&auth=external" if tls.client_cert is not None else ""
+    separator = "&" if "?" in url else "?"
+    return await aio_pika.connect_robust(
+        f"{url}{separator}{query.lstrip('&')}" if query else url,
+        ssl_context=tls.context(),
+        client_properties={"connection_name": name},
+    )

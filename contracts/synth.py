@@ -1,0 +1,681 @@
+"""Deterministic synthetic events for the demo, the tests and the benchmarks (``kpr synth``).
+
+Everything comes from one ``random.Random(seed)``: the same arguments give the same
+events, byte for byte. Times lie between 2017-01-01 and ``until`` (a fixed default, so
+output does not drift with the clock). Identities are synthetic only (Tenor form,
+month + 80), so no generated record can be a real person; the events validate in the
+``test`` environment and are refused in production.
+
+What is generated:
+
+- KAD/ØHD stays (admission, then discharge unless the stay is still open at ``until``)
+  with plausible ICPC-2 or ICD-10 diagnoses, referral and discharge categories, and
+  inter-municipal units;
+- HST histories: children following the child-health-station programme with realistic
+  gaps (missed, cancelled, skipped consultations), school consultations, antenatal
+  and postnatal care, youth-clinic visits;
+- on request, a share of corrections (replace, supplement, cancel of an earlier event),
+  exact duplicates (the same event sent twice) and, only in :func:`generate_lines`,
+  defective records that break one named rule each.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+from uuid import UUID
+
+import orjson
+
+from contracts.events import (
+    Environment,
+    HstConsultation,
+    KadAdmission,
+    KadDischarge,
+    encode_event,
+    parse_event,
+)
+from contracts.events.codes import (
+    Assessment,
+    BreastfeedingStatus,
+    ConsultationForm,
+    ConsultationPlace,
+    ConsultationStatus,
+    CooperationPartner,
+    CorrectionKind,
+    CounterpartCategory,
+    ExtraConsultationKind,
+    PersonnelCategory,
+    ProgrammeConsultation,
+    ReferralTarget,
+    ServiceArea,
+    Theme,
+)
+from contracts.events.identifiers import synthetic_national_id
+
+__all__ = [
+    "DEFAULT_SENDER_HER_ID",
+    "DEFAULT_SENDER_ORG_NUMBER",
+    "DEFAULT_UNIT_ORG_NUMBERS",
+    "DEFAULT_UNTIL",
+    "EVENT_KINDS",
+    "SynthOptions",
+    "generate_events",
+    "generate_lines",
+]
+
+Event = KadAdmission | KadDischarge | HstConsultation
+
+DEFAULT_SENDER_HER_ID: Final = 90001
+DEFAULT_SENDER_ORG_NUMBER: Final = "310000000"
+#: Valid (mod-11) test organisation numbers in the 31x range, which is never assigned.
+DEFAULT_UNIT_ORG_NUMBERS: Final = ("310000000", "310000027", "310000035", "310000043", "310000051")
+#: The end of the generated period: fixed, so the output for a seed never changes.
+DEFAULT_UNTIL: Final = datetime(2026, 6, 30, 22, 0, tzinfo=UTC)
+EARLIEST: Final = datetime(2017, 1, 1, 8, 0, tzinfo=UTC)
+EVENT_KINDS: Final = frozenset({"kad", "hst"})
+
+# Service municipalities per unit, by position; a tuple of several is an inter-municipal unit.
+_UNIT_MUNICIPALITIES: Final = (
+    ("0301",),
+    ("4601", "4627", "4626"),
+    ("5001", "5028", "5031"),
+    ("3403", "3411", "3412", "3413"),
+    ("1103", "1108", "1124"),
+    ("5501",),
+    ("1804", "1841"),
+)
+_SOURCE_SYSTEMS: Final = (
+    "Visma HsPro 8.4",
+    "EG Infodoc 2025.2",
+    "CGM Helsestasjon 4.1",
+    "DIPS Arena 24",
+)
+
+_KAD_DIAGNOSES: Final = (
+    ("ICPC-2", "R81"),
+    ("ICPC-2", "U71"),
+    ("ICPC-2", "K77"),
+    ("ICPC-2", "R95"),
+    ("ICPC-2", "D73"),
+    ("ICPC-2", "S76"),
+    ("ICPC-2", "P76"),
+    ("ICPC-2", "A03"),
+    ("ICPC-2", "K78"),
+    ("ICPC-2", "T90"),
+    ("ICPC-2", "-31"),
+    ("ICD-10", "J18.9"),
+    ("ICD-10", "N390"),
+    ("ICD-10", "I509"),
+    ("ICD-10", "J441"),
+    ("ICD-10", "A099"),
+    ("ICD-10", "L039"),
+    ("ICD-10", "E119"),
+    ("ICD-10", "F329"),
+    ("ICD-10", "R074"),
+    ("ICD-10", "I489"),
+    ("ICD-10", "R55"),
+)
+_REFERRED_BY: Final = (
+    (CounterpartCategory.EMERGENCY_PRIMARY_CARE, 5),
+    (CounterpartCategory.GENERAL_PRACTITIONER, 4),
+    (CounterpartCategory.HOSPITAL, 2),
+    (CounterpartCategory.NURSING_HOME, 1),
+    (CounterpartCategory.HOME_WITH_HOME_CARE, 1),
+)
+_DISCHARGED_TO: Final = (
+    (CounterpartCategory.HOME, 10),
+    (CounterpartCategory.HOME_WITH_HOME_CARE, 4),
+    (CounterpartCategory.NURSING_HOME, 2),
+    (CounterpartCategory.HOSPITAL, 3),
+    (CounterpartCategory.DIED, 1),
+)
+# The child-health-station programme: consultation and age in days at which it falls due.
+_CHILD_PROGRAMME: Final = (
+    (ProgrammeConsultation.HOME_VISIT_7_10_DAYS, 8),
+    (ProgrammeConsultation.WEEKS_4, 28),
+    (ProgrammeConsultation.WEEKS_6, 42),
+    (ProgrammeConsultation.MONTHS_2, 61),
+    (ProgrammeConsultation.MONTHS_3, 91),
+    (ProgrammeConsultation.MONTHS_4, 122),
+    (ProgrammeConsultation.MONTHS_5, 152),
+    (ProgrammeConsultation.MONTHS_6, 183),
+    (ProgrammeConsultation.MONTHS_8, 244),
+    (ProgrammeConsultation.MONTHS_10, 304),
+    (ProgrammeConsultation.MONTHS_12, 365),
+    (ProgrammeConsultation.MONTHS_15, 456),
+    (ProgrammeConsultation.MONTHS_17_18, 532),
+    (ProgrammeConsultation.YEARS_2, 730),
+    (ProgrammeConsultation.YEARS_4, 1461),
+)
+# School consultations and the age in years at which they fall (school start at 6).
+_SCHOOL_PROGRAMME: Final = (
+    (ProgrammeConsultation.SCHOOL_START, 6),
+    (ProgrammeConsultation.GRADE_3, 8),
+    (ProgrammeConsultation.GRADE_6, 11),
+    (ProgrammeConsultation.GRADE_8, 13),
+    (ProgrammeConsultation.GRADE_10, 15),
+    (ProgrammeConsultation.UPPER_SECONDARY_1, 16),
+)
+_STATUSES: Final = (
+    (ConsultationStatus.COMPLETED, 88),
+    (ConsultationStatus.DID_NOT_ATTEND, 5),
+    (ConsultationStatus.CANCELLED_BY_SERVICE, 3),
+    (ConsultationStatus.CANCELLED_BY_USER, 4),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SynthOptions:
+    """What to generate. Shares are probabilities in [0, 1]."""
+
+    kinds: frozenset[str] = EVENT_KINDS
+    corrections: float = 0.0
+    duplicates: float = 0.0
+    unit_org_numbers: tuple[str, ...] = DEFAULT_UNIT_ORG_NUMBERS
+    sender_her_id: int = DEFAULT_SENDER_HER_ID
+    sender_org_number: str = DEFAULT_SENDER_ORG_NUMBER
+    until: datetime = DEFAULT_UNTIL
+
+    def __post_init__(self) -> None:
+        if not self.kinds or not self.kinds <= EVENT_KINDS:
+            raise ValueError("kinds must be a non-empty subset of {'kad', 'hst'}")
+        for share in (self.corrections, self.duplicates):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError("shares must lie between 0 and 1")
+        if not self.unit_org_numbers:
+            raise ValueError("at least one unit organisation number is needed")
+        if self.until.tzinfo is None or self.until <= EARLIEST:
+            raise ValueError("until must be tz-aware and after 2017-01-01")
+
+
+@dataclass(slots=True)
+class _Generator:
+    rng: random.Random
+    options: SynthOptions
+    serial: int = 0
+    people: set[str] = field(default_factory=set)
+
+    # -- building blocks --------------------------------------------------------------
+
+    def uuid(self) -> str:
+        return str(UUID(int=self.rng.getrandbits(128), version=4))
+
+    def time_between(self, start: datetime, end: datetime) -> datetime:
+        span = max(int((end - start).total_seconds()), 1)
+        moment = start + timedelta(seconds=self.rng.randrange(span))
+        return moment.replace(microsecond=0)
+
+    def weighted(self, choices: Sequence[tuple[Any, int]]) -> Any:
+        values = [value for value, _ in choices]
+        weights = [weight for _, weight in choices]
+        return self.rng.choices(values, weights=weights)[0]
+
+    def person(
+        self, born_from: date, born_until: date, *, female: bool | None = None
+    ) -> dict[str, Any]:
+        is_female = self.rng.random() < 0.5 if female is None else female
+        days = max((born_until - born_from).days, 1)
+        birth = born_from + timedelta(days=self.rng.randrange(days))
+        while True:
+            self.serial += 1
+            national_id = synthetic_national_id(
+                birth, female=is_female, serial=self.rng.randrange(1000) + self.serial
+            )
+            if national_id not in self.people:
+                self.people.add(national_id)
+                break
+        unit_index = self.rng.randrange(len(self.options.unit_org_numbers))
+        home = self.rng.choice(_UNIT_MUNICIPALITIES[unit_index % len(_UNIT_MUNICIPALITIES)])
+        return {
+            "national_id": national_id,
+            "sex": "female" if is_female else "male",
+            "birth_date": birth.isoformat(),
+            "home_municipality": home,
+            "_unit_index": unit_index,
+        }
+
+    def envelope(
+        self, event_type: str, person: dict[str, Any], registered_at: datetime
+    ) -> dict[str, Any]:
+        public_person = {key: value for key, value in person.items() if not key.startswith("_")}
+        return {
+            "event_type": event_type,
+            "schema_version": 1,
+            "event_id": self.uuid(),
+            "revision": 1,
+            "correction": CorrectionKind.ORIGINAL.value,
+            "corrects_event_id": None,
+            "source_system": self.rng.choice(_SOURCE_SYSTEMS),
+            "sender_her_id": self.options.sender_her_id,
+            "sender_org_number": self.options.sender_org_number,
+            "registered_at": registered_at.isoformat(),
+            "person": public_person,
+        }
+
+    def registered_after(self, moment: datetime) -> datetime:
+        delay = timedelta(minutes=self.rng.randrange(5, 3 * 24 * 60))
+        return min(moment + delay, self.options.until)
+
+    def unit(self, unit_index: int) -> tuple[dict[str, Any], tuple[str, ...]]:
+        org_number = self.options.unit_org_numbers[unit_index]
+        municipalities = _UNIT_MUNICIPALITIES[unit_index % len(_UNIT_MUNICIPALITIES)]
+        return {"org_number": org_number, "name": None, "address": None}, municipalities
+
+    # -- KAD/ØHD -------------------------------------------------------------------
+
+    def diagnoses(self) -> list[dict[str, str]]:
+        picked = self.rng.sample(_KAD_DIAGNOSES, k=self.rng.choice((1, 1, 1, 2, 3)))
+        return [{"system": system, "code": code} for system, code in picked]
+
+    def counterpart(self, choices: Sequence[tuple[CounterpartCategory, int]]) -> dict[str, Any]:
+        category: CounterpartCategory = self.weighted(choices)
+        org_number = None
+        if category in (CounterpartCategory.HOSPITAL, CounterpartCategory.NURSING_HOME):
+            org_number = (
+                self.rng.choice(self.options.unit_org_numbers) if self.rng.random() < 0.3 else None
+            )
+        return {"category": category.value, "org_number": org_number, "her_id": None}
+
+    def kad_stay(self) -> list[dict[str, Any]]:
+        until = self.options.until
+        person = self.person(date(1925, 1, 1), date(2004, 12, 31))
+        unit, municipalities = self.unit(person["_unit_index"])
+        admitted = self.time_between(EARLIEST, until - timedelta(hours=2))
+        stay_id = f"KAD-{self.rng.getrandbits(48):012x}"
+        common = {
+            "unit": unit | {"name": f"KAD {municipalities[0]}"},
+            "service_municipalities": list(municipalities),
+            "stay_id": stay_id,
+            "admitted_at": admitted.isoformat(),
+        }
+        admission = self.envelope("kad.admission", person, self.registered_after(admitted)) | common
+        admission |= {
+            "admission_diagnoses": self.diagnoses(),
+            "referred_by": self.counterpart(_REFERRED_BY),
+        }
+        discharged = admitted + timedelta(hours=self.rng.randrange(6, 24 * 6))
+        if discharged > until:
+            return [admission]  # still in the bed at the end of the period
+        discharge = (
+            self.envelope("kad.discharge", person, self.registered_after(discharged)) | common
+        )
+        discharge |= {
+            "discharged_at": discharged.isoformat(),
+            "discharge_diagnoses": self.diagnoses(),
+            "discharged_to": self.counterpart(_DISCHARGED_TO),
+        }
+        return [admission, discharge]
+
+    # -- HST -------------------------------------------------------------------------
+
+    def consultation(
+        self,
+        person: dict[str, Any],
+        area: ServiceArea,
+        programme: ProgrammeConsultation,
+        when: datetime,
+        *,
+        pregnancy_week: int | None = None,
+    ) -> dict[str, Any]:
+        unit, municipalities = self.unit(person["_unit_index"])
+        status: ConsultationStatus = self.weighted(_STATUSES)
+        form = ConsultationForm.ATTENDED
+        if self.rng.random() < 0.06:
+            form = self.rng.choice(
+                (
+                    ConsultationForm.VIDEO,
+                    ConsultationForm.TELEPHONE,
+                    ConsultationForm.DIGITAL_DIALOGUE,
+                )
+            )
+        place = _place_for(area, programme, form)
+        birth = date.fromisoformat(person["birth_date"])
+        age_days = (when.date() - birth).days
+        child = area in (ServiceArea.CHILD_HEALTH_STATION, ServiceArea.SCHOOL_HEALTH)
+        completed = status is ConsultationStatus.COMPLETED
+        personnel = [_lead_personnel(area).value] if completed else []
+        if completed and self.rng.random() < 0.15:
+            personnel.append(PersonnelCategory.DOCTOR.value)
+        event = self.envelope("hst.consultation", person, self.registered_after(when))
+        event |= {
+            "service_area": area.value,
+            "unit": unit,
+            "service_municipality": municipalities[0],
+            "consultation_at": when.isoformat(),
+            "place": place.value,
+            "programme_consultation": programme.value,
+            "pregnancy_week": pregnancy_week,
+            "form": form.value,
+            "personnel": personnel,
+            "guardian_present": (self.rng.random() < 0.9)
+            if child and age_days < 16 * 365
+            else None,
+            "interpreter_needed": self.rng.random() < 0.07,
+            "status": status.value,
+            "measurements": None,
+            "breastfeeding": None,
+            "themes": [],
+            "individual_plan": True if self.rng.random() < 0.01 else None,
+            "coordinator": None,
+        }
+        if completed and form is ConsultationForm.ATTENDED and child:
+            event["measurements"] = _measurements(self.rng, age_days)
+        if completed and area is ServiceArea.CHILD_HEALTH_STATION and age_days < 365:
+            event["breastfeeding"] = self.weighted(
+                (
+                    (BreastfeedingStatus.EXCLUSIVE.value, 4),
+                    (BreastfeedingStatus.PARTIAL.value, 4),
+                    (BreastfeedingStatus.NONE.value, 2),
+                )
+            )
+        if completed:
+            event["themes"] = self.themes()
+        return event
+
+    def themes(self) -> list[dict[str, Any]]:
+        picked = self.rng.sample(list(Theme), k=self.rng.randrange(0, 7))
+        result = []
+        for theme in sorted(picked, key=lambda t: t.number):
+            assessment: Assessment = self.weighted(
+                (
+                    (Assessment.OK, 80),
+                    (Assessment.NOT_ADDRESSED, 6),
+                    (Assessment.FOLLOW_UP_NEXT, 8),
+                    (Assessment.EXTRA_CONSULTATION, 3),
+                    (Assessment.REFERRED, 2),
+                    (Assessment.COOPERATION, 1),
+                )
+            )
+            entry: dict[str, Any] = {
+                "theme": theme.value,
+                "assessment": assessment.value,
+                "extra_consultation": None,
+                "referral": None,
+                "cooperation_partners": [],
+            }
+            if assessment is Assessment.EXTRA_CONSULTATION:
+                entry["extra_consultation"] = self.rng.choice(list(ExtraConsultationKind)).value
+            elif assessment is Assessment.REFERRED:
+                entry["referral"] = self.rng.choice(list(ReferralTarget)).value
+            elif assessment is Assessment.COOPERATION:
+                partners = self.rng.sample(list(CooperationPartner), k=self.rng.randrange(1, 3))
+                entry["cooperation_partners"] = [partner.value for partner in partners]
+            result.append(entry)
+        return result
+
+    def at_clinic_hours(self, day: date) -> datetime:
+        return datetime(
+            day.year,
+            day.month,
+            day.day,
+            self.rng.randrange(7, 15),
+            self.rng.choice((0, 15, 30, 45)),
+            tzinfo=UTC,
+        )
+
+    def child_history(self) -> list[dict[str, Any]]:
+        until = self.options.until
+        person = self.person(date(2010, 1, 1), (until - timedelta(days=30)).date())
+        birth = date.fromisoformat(person["birth_date"])
+        events = []
+        for programme, due_days in _CHILD_PROGRAMME:
+            day = birth + timedelta(days=due_days + self.rng.randrange(-3, 15))
+            when = self.at_clinic_hours(day)
+            if when < EARLIEST or when > until:
+                continue
+            if self.rng.random() < 0.08:
+                continue  # a realistic gap: the consultation was never booked or registered
+            events.append(
+                self.consultation(person, ServiceArea.CHILD_HEALTH_STATION, programme, when)
+            )
+        for programme, age_years in _SCHOOL_PROGRAMME:
+            day = date(birth.year + age_years, 9, 1) + timedelta(days=self.rng.randrange(0, 200))
+            when = self.at_clinic_hours(day)
+            if when < EARLIEST or when > until or self.rng.random() < 0.15:
+                continue
+            events.append(self.consultation(person, ServiceArea.SCHOOL_HEALTH, programme, when))
+        return events
+
+    def pregnancy(self) -> list[dict[str, Any]]:
+        until = self.options.until
+        person = self.person(date(1980, 1, 1), date(2004, 12, 31), female=True)
+        start = self.time_between(EARLIEST, until - timedelta(days=30))
+        events = []
+        for week in (8, 12, 24, 28, 32, 36, 38, 40):
+            when = self.at_clinic_hours((start + timedelta(weeks=week - 8)).date())
+            if when > until or self.rng.random() < 0.1:
+                continue
+            events.append(
+                self.consultation(
+                    person,
+                    ServiceArea.ANTENATAL,
+                    ProgrammeConsultation.ANTENATAL,
+                    when,
+                    pregnancy_week=week,
+                )
+            )
+        birth_day = (start + timedelta(weeks=32)).date()
+        for programme, offset in (
+            (ProgrammeConsultation.POSTNATAL_HOME_VISIT, 3),
+            (ProgrammeConsultation.POSTNATAL_CHECK, 42),
+        ):
+            when = self.at_clinic_hours(birth_day + timedelta(days=offset))
+            if when <= until:
+                events.append(self.consultation(person, ServiceArea.POSTNATAL, programme, when))
+        return events
+
+    def youth_visit(self) -> list[dict[str, Any]]:
+        until = self.options.until
+        person = self.person(date(2000, 1, 1), date(2009, 12, 31))
+        birth = date.fromisoformat(person["birth_date"])
+        start = max(EARLIEST, datetime(birth.year + 14, 1, 1, tzinfo=UTC))
+        end = min(until, datetime(birth.year + 20, 1, 1, tzinfo=UTC))
+        if start >= end:
+            return []
+        when = self.at_clinic_hours(self.time_between(start, end).date())
+        if when > until:
+            return []
+        return [
+            self.consultation(
+                person, ServiceArea.YOUTH_CLINIC, ProgrammeConsultation.YOUTH_CLINIC_VISIT, when
+            )
+        ]
+
+    # -- corrections and duplicates -----------------------------------------------------
+
+    def correction_of(self, original: dict[str, Any]) -> dict[str, Any]:
+        kind: CorrectionKind = self.weighted(
+            (
+                (CorrectionKind.REPLACE, 6),
+                (CorrectionKind.SUPPLEMENT, 3),
+                (CorrectionKind.CANCEL, 1),
+            )
+        )
+        corrected = dict(original)
+        registered = datetime.fromisoformat(original["registered_at"])
+        corrected |= {
+            "event_id": self.uuid(),
+            "revision": 2,
+            "correction": kind.value,
+            "corrects_event_id": original["event_id"],
+            "registered_at": self.registered_after(registered).isoformat(),
+        }
+        if kind is CorrectionKind.REPLACE:
+            corrected["source_system"] = original["source_system"]
+            if original["event_type"] == "hst.consultation":
+                corrected["interpreter_needed"] = not original["interpreter_needed"]
+            elif original["event_type"] == "kad.admission":
+                corrected["admission_diagnoses"] = self.diagnoses()
+            else:
+                corrected["discharge_diagnoses"] = self.diagnoses()
+        return corrected
+
+
+def _place_for(
+    area: ServiceArea, programme: ProgrammeConsultation, form: ConsultationForm
+) -> ConsultationPlace:
+    if form is not ConsultationForm.ATTENDED:
+        return ConsultationPlace.REMOTE
+    if programme in (
+        ProgrammeConsultation.HOME_VISIT_7_10_DAYS,
+        ProgrammeConsultation.POSTNATAL_HOME_VISIT,
+    ):
+        return ConsultationPlace.HOME
+    if area is ServiceArea.SCHOOL_HEALTH:
+        return ConsultationPlace.SCHOOL
+    if area is ServiceArea.YOUTH_CLINIC:
+        return ConsultationPlace.YOUTH_CLINIC
+    return ConsultationPlace.HEALTH_STATION
+
+
+def _lead_personnel(area: ServiceArea) -> PersonnelCategory:
+    if area in (ServiceArea.ANTENATAL, ServiceArea.POSTNATAL):
+        return PersonnelCategory.MIDWIFE
+    return PersonnelCategory.PUBLIC_HEALTH_NURSE
+
+
+def _measurements(rng: random.Random, age_days: int) -> dict[str, Any]:
+    """Height and weight on a rough growth curve, head circumference under two years."""
+    years = age_days / 365.25
+    height = 50.0 + 25.0 * min(years, 1.0) + 6.5 * max(years - 1.0, 0.0)
+    weight = 3.5 + 6.5 * min(years, 1.0) + 2.6 * max(years - 1.0, 0.0)
+    result: dict[str, Any] = {
+        "height": {"value": round(height * rng.uniform(0.94, 1.06), 1), "unit": "cm"},
+        "weight": (
+            {"value": round(weight * 1000 * rng.uniform(0.85, 1.15)), "unit": "g"}
+            if years < 1.0
+            else {"value": round(weight * rng.uniform(0.85, 1.2), 1), "unit": "kg"}
+        ),
+        "head_circumference": None,
+    }
+    if years < 2.0:
+        head = 35.0 + 11.0 * min(years, 1.0) + 2.5 * max(years - 1.0, 0.0)
+        result["head_circumference"] = {
+            "value": round(head * rng.uniform(0.96, 1.04), 1),
+            "unit": "cm",
+        }
+    return result
+
+
+def _stories(generator: _Generator) -> Iterable[list[dict[str, Any]]]:
+    kinds = generator.options.kinds
+    makers: list[tuple[Callable[[], list[dict[str, Any]]], int]] = []
+    if "kad" in kinds:
+        makers.append((generator.kad_stay, 10))
+    if "hst" in kinds:
+        makers += [
+            (generator.child_history, 3),
+            (generator.pregnancy, 2),
+            (generator.youth_visit, 2),
+        ]
+    while True:
+        maker: Callable[[], list[dict[str, Any]]] = generator.weighted(makers)
+        yield maker()
+
+
+def _raw_events(count: int, seed: int, options: SynthOptions) -> list[dict[str, Any]]:
+    # Reproducible test data, not secrets: a seeded PRNG is the point.
+    generator = _Generator(rng=random.Random(seed), options=options)  # noqa: S311
+    result: list[dict[str, Any]] = []
+    for story in _stories(generator):
+        for event in story:
+            result.append(event)
+            rng = generator.rng
+            if options.corrections and rng.random() < options.corrections:
+                result.append(generator.correction_of(event))
+            if options.duplicates and rng.random() < options.duplicates:
+                result.append(dict(result[-1]))
+        if len(result) >= count:
+            return result[:count]
+    raise AssertionError("unreachable: the story generator never ends")
+
+
+def generate_events(
+    count: int,
+    *,
+    seed: int,
+    kinds: Iterable[str] = EVENT_KINDS,
+    corrections: float = 0.0,
+    duplicates: float = 0.0,
+    unit_org_numbers: Sequence[str] = DEFAULT_UNIT_ORG_NUMBERS,
+    sender_her_id: int = DEFAULT_SENDER_HER_ID,
+    sender_org_number: str = DEFAULT_SENDER_ORG_NUMBER,
+    until: datetime = DEFAULT_UNTIL,
+) -> list[Event]:
+    """``count`` valid events, the same ones for the same arguments.
+
+    Every event is validated with :func:`parse_event` in the test environment, so a
+    generator bug surfaces here as :class:`ContractViolation` rather than downstream.
+    Raises ``ValueError`` for bad options (count < 0, shares outside [0, 1], unknown kinds).
+    """
+    if count < 0:
+        raise ValueError("count must not be negative")
+    options = SynthOptions(
+        kinds=frozenset(kinds),
+        corrections=corrections,
+        duplicates=duplicates,
+        unit_org_numbers=tuple(unit_org_numbers),
+        sender_her_id=sender_her_id,
+        sender_org_number=sender_org_number,
+        until=until,
+    )
+    return [
+        parse_event(raw, environment=Environment.TEST) for raw in _raw_events(count, seed, options)
+    ]
+
+
+# Each defect breaks exactly one named rule; the name is what a test or a reader checks.
+_DEFECTS: Final[tuple[tuple[str, Callable[[dict[str, Any]], None]], ...]] = (
+    (
+        "national-id-checksum",
+        lambda e: e["person"].update(national_id=_break_checksum(e["person"]["national_id"])),
+    ),
+    ("municipality-unknown", lambda e: e["person"].update(home_municipality="0000")),
+    ("org-number-junk", lambda e: e["unit"].update(org_number="999999999")),
+    ("org-number-checksum", lambda e: e.update(sender_org_number="310000001")),
+    ("time-before-2017", lambda e: e.update(registered_at="2016-05-01T10:00:00+00:00")),
+    ("time-in-future", lambda e: e.update(registered_at="2090-01-01T10:00:00+00:00")),
+    ("unknown-schema-version", lambda e: e.update(schema_version=99)),
+    ("required", lambda e: e.pop("source_system")),
+    (
+        "correction-link-required",
+        lambda e: e.update(correction="replace", revision=2, corrects_event_id=None),
+    ),
+)
+
+
+def _break_checksum(national_id: str) -> str:
+    last = (int(national_id[10]) + 1) % 10
+    return national_id[:10] + str(last)
+
+
+def generate_lines(
+    count: int,
+    *,
+    seed: int,
+    defects: float = 0.0,
+    **options: Any,
+) -> list[bytes]:
+    """``count`` events as JSON lines (no newline), a share ``defects`` of them broken.
+
+    The valid lines are :func:`encode_event` output; each defective line is a valid event
+    with one rule broken (see ``_DEFECTS``). Same arguments, same bytes.
+    """
+    if not 0.0 <= defects <= 1.0:
+        raise ValueError("the defect share must lie between 0 and 1")
+    events = generate_events(count, seed=seed, **options)
+    defect_rng = random.Random(f"defects:{seed}")  # noqa: S311 (reproducible, not secret)
+    lines = []
+    for event in events:
+        if defects and defect_rng.random() < defects:
+            raw = orjson.loads(encode_event(event))
+            _name, breaker = defect_rng.choice(_DEFECTS)
+            breaker(raw)
+            lines.append(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
+        else:
+            lines.append(encode_event(event))
+    return lines

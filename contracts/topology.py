@@ -1,0 +1,156 @@
+"""Broker topology: every exchange, queue and argument, declared from this one place.
+
+Names follow the national service bus: queues are per party and named by HER-id
+(``{herId}_async`` incoming, ``{herId}_dl`` dead letters, ``{herId}_error`` error
+messages back to a sender). ::
+
+    producer --(routing key "event")--> kpr.in.{sender} --> kpr.events (direct)
+        --> {register}_async    quorum; delivery limit; DLX kpr.dlx, at-least-once
+    consumer, permanent failure --> kpr.dlx --> {register}_dl            (quorum)
+    consumer, transient failure --> kpr.retry --> kpr.retry.{n}  (quorum, per-message TTL)
+        --(TTL expires, at-least-once dead-lettering)--> kpr.events --> {register}_async
+    consumer, rejection receipt --> kpr.receipts --(sender HER-id)--> {sender}_error
+    broker, delivery limit reached --> kpr.dlx --> {register}_dl
+
+``prefix`` isolates several topologies on one broker (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel
+
+__all__ = ["KPR_HER_IDS", "Topology"]
+
+KPR_HER_IDS = {"production": 122612, "qa": 171479, "test": 8133973}
+EVENT_ROUTING_KEY = "event"
+
+
+@dataclass(frozen=True)
+class Topology:
+    register_her_id: int = KPR_HER_IDS["test"]
+    delivery_limit: int = 5
+    retry_delays_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+    prefix: str = ""
+    dead_letter_strategy: str = "at-least-once"
+    work_queue_extra_arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def work_exchange(self) -> str:
+        return f"{self.prefix}kpr.events"
+
+    @property
+    def routing_key(self) -> str:
+        return EVENT_ROUTING_KEY
+
+    @property
+    def work_queue(self) -> str:
+        return f"{self.prefix}{self.register_her_id}_async"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.prefix}kpr.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}{self.register_her_id}_dl"
+
+    @property
+    def retry_exchange(self) -> str:
+        return f"{self.prefix}kpr.retry"
+
+    def retry_queue(self, attempt: int) -> str:
+        """The delay queue for retry number ``attempt`` (0-based), capped at the last tier."""
+        tier = min(attempt, len(self.retry_delays_s) - 1)
+        return f"{self.prefix}kpr.retry.{tier}"
+
+    def inbound_exchange(self, sender_her_id: int) -> str:
+        """A sender's own entry point, bound to the work exchange.
+
+        With broker definitions that let a sender's user write only here, one sender
+        cannot publish as another (see ``infra/broker/definitions.json``).
+        """
+        return f"{self.prefix}kpr.in.{sender_her_id}"
+
+    @property
+    def receipt_exchange(self) -> str:
+        return f"{self.prefix}kpr.receipts"
+
+    def receipt_queue(self, sender_her_id: int) -> str:
+        return f"{self.prefix}{sender_her_id}_error"
+
+    def work_queue_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-dead-letter-routing-key": self.dead_letter_queue,
+            "x-dead-letter-strategy": self.dead_letter_strategy,
+            # at-least-once dead-lettering requires reject-publish overflow
+            "x-overflow": "reject-publish",
+            **self.work_queue_extra_arguments,
+        }
+
+    def retry_queue_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.work_exchange,
+            "x-dead-letter-routing-key": self.routing_key,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        """Declare everything; idempotent, and safe from producer and consumer alike."""
+        from aio_pika import ExchangeType
+
+        work = await channel.declare_exchange(self.work_exchange, ExchangeType.DIRECT, durable=True)
+        queue = await channel.declare_queue(
+            self.work_queue, durable=True, arguments=self.work_queue_arguments()
+        )
+        await queue.bind(work, routing_key=self.routing_key)
+
+        dlx = await channel.declare_exchange(
+            self.dead_letter_exchange, ExchangeType.DIRECT, durable=True
+        )
+        dlq = await channel.declare_queue(
+            self.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=self.dead_letter_queue)
+
+        retry = await channel.declare_exchange(
+            self.retry_exchange, ExchangeType.DIRECT, durable=True
+        )
+        for tier in range(len(self.retry_delays_s)):
+            name = self.retry_queue(tier)
+            delay_queue = await channel.declare_queue(
+                name, durable=True, arguments=self.retry_queue_arguments()
+            )
+            await delay_queue.bind(retry, routing_key=name)
+
+        await channel.declare_exchange(self.receipt_exchange, ExchangeType.DIRECT, durable=True)
+
+    async def declare_inbound(self, channel: AbstractChannel, sender_her_id: int) -> str:
+        """Declare a sender's inbound exchange and bind it to the work exchange."""
+        from aio_pika import ExchangeType
+
+        work = await channel.declare_exchange(
+            self.work_exchange, ExchangeType.DIRECT, durable=True
+        )
+        inbound = await channel.declare_exchange(
+            self.inbound_exchange(sender_her_id), ExchangeType.DIRECT, durable=True
+        )
+        await work.bind(inbound, routing_key=self.routing_key)
+        return inbound.name
+
+    async def declare_receipt_queue(self, channel: AbstractChannel, sender_her_id: int) -> str:
+        exchange = await channel.declare_exchange(self.receipt_exchange, "direct", durable=True)
+        name = self.receipt_queue(sender_her_id)
+        queue = await channel.declare_queue(
+            name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(exchange, routing_key=str(sender_her_id))
+        return name

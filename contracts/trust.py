@@ -1,0 +1,367 @@
+"""Whom we believe: the trust store (roots, intermediates, CRLs) and sender authorisation.
+
+Chain building is deliberately narrow. The ``certificates`` field of a CMS SignedData is
+not signed, so embedded certificates are *hints* only: a chain is built from the signer
+to a configured root through configured intermediates, and nothing else. No partial
+chains, no self-signed leaves, no intermediate that only the message brought along.
+
+Why not ``cryptography.x509.verification``: its ``PolicyBuilder`` validates at a single
+time (we need both the signing time and now), and its client verifier applies the WebPKI
+profile (EKU, SAN and extension rules) that enterprise signing certificates, which carry
+no clientAuth EKU, are not issued under. The chains here are two or three certificates
+long, so the path is built by hand with ``Certificate.verify_directly_issued_by`` (name
+chaining + signature), and the verified chain is cached per signer certificate; validity
+and revocation are checked on every call.
+
+:class:`SenderAuthorisation` is the operator's table of which signing organisation may
+report for which service unit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from contracts.errors import (
+    CertificateExpired,
+    CertificateRevoked,
+    CrlUnavailable,
+    SenderNotAuthorised,
+    UnsupportedAlgorithm,
+    UntrustedSigner,
+)
+
+__all__ = [
+    "MIN_RSA_KEY_BITS",
+    "CrlSource",
+    "FileCrlSource",
+    "SenderAuthorisation",
+    "TrustStore",
+    "check_certificate_algorithms",
+]
+
+MIN_RSA_KEY_BITS = 2048
+MAX_CHAIN_DEPTH = 5
+_ALLOWED_CERT_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+_CHAIN_CACHE_SIZE = 4096
+
+
+def check_certificate_algorithms(certificate: x509.Certificate) -> None:
+    """Raise :class:`UnsupportedAlgorithm` unless the key is RSA >= 2048 and the
+    certificate's own signature uses SHA-2 (no MD5 / SHA-1)."""
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise UnsupportedAlgorithm("only RSA certificates are accepted")
+    if key.key_size < MIN_RSA_KEY_BITS:
+        raise UnsupportedAlgorithm(
+            f"RSA key of {key.key_size} bits; at least {MIN_RSA_KEY_BITS} are required"
+        )
+    algorithm = certificate.signature_hash_algorithm
+    if not isinstance(algorithm, _ALLOWED_CERT_HASHES):
+        name = algorithm.name if algorithm is not None else "none"
+        raise UnsupportedAlgorithm(f"certificate signed with {name}; SHA-256 or better required")
+
+
+class CrlSource(Protocol):
+    """Where revocation status comes from."""
+
+    def is_revoked(
+        self, certificate: x509.Certificate, issuer: x509.Certificate, *, now: datetime
+    ) -> bool:
+        """Whether ``issuer``'s CRL lists ``certificate``.
+
+        Returns ``False`` when the source holds no CRL for ``issuer``. Raises
+        :class:`CrlUnavailable` when a CRL for it cannot be read, is stale, or does not
+        verify against ``issuer``.
+        """
+        ...
+
+
+class FileCrlSource:
+    """CRLs read from files (PEM or DER), cached and re-read after ``max_age``.
+
+    Each CRL's signature is checked against the issuer certificate before it is used.
+    An unreadable or unparsable file, a CRL past its nextUpdate, or a CRL whose
+    signature does not verify all raise :class:`CrlUnavailable`: the message is not at
+    fault, so the consumer retries later.
+    """
+
+    def __init__(self, paths: Sequence[Path], max_age: timedelta = timedelta(minutes=10)) -> None:
+        self._paths = tuple(Path(path) for path in paths)
+        self._max_age = max_age.total_seconds()
+        self._lock = threading.Lock()
+        self._loaded_at: float | None = None
+        self._crls: tuple[x509.CertificateRevocationList, ...] = ()
+        self._verified: set[tuple[int, bytes]] = set()
+
+    def _current(self) -> tuple[x509.CertificateRevocationList, ...]:
+        with self._lock:
+            fresh = self._loaded_at is not None and (
+                time.monotonic() - self._loaded_at < self._max_age
+            )
+            if not fresh:
+                self._crls = tuple(self._read(path) for path in self._paths)
+                self._verified = set()
+                self._loaded_at = time.monotonic()
+            return self._crls
+
+    @staticmethod
+    def _read(path: Path) -> x509.CertificateRevocationList:
+        try:
+            data = path.read_bytes()
+            if data.lstrip().startswith(b"-----BEGIN"):
+                return x509.load_pem_x509_crl(data)
+            return x509.load_der_x509_crl(data)
+        except (OSError, ValueError):
+            raise CrlUnavailable(f"the CRL file {path.name} cannot be read") from None
+
+    def is_revoked(
+        self, certificate: x509.Certificate, issuer: x509.Certificate, *, now: datetime
+    ) -> bool:
+        for index, crl in enumerate(self._current()):
+            if crl.issuer != issuer.subject:
+                continue
+            self._check_crl(index, crl, issuer, now)
+            if crl.get_revoked_certificate_by_serial_number(certificate.serial_number):
+                return True
+        return False
+
+    def _check_crl(
+        self,
+        index: int,
+        crl: x509.CertificateRevocationList,
+        issuer: x509.Certificate,
+        now: datetime,
+    ) -> None:
+        key = (index, issuer.fingerprint(hashes.SHA256()))
+        if key not in self._verified:
+            public_key = issuer.public_key()
+            if not isinstance(public_key, rsa.RSAPublicKey) or not crl.is_signature_valid(
+                public_key
+            ):
+                raise CrlUnavailable("a configured CRL does not verify against its issuer")
+            self._verified.add(key)
+        next_update = crl.next_update_utc
+        if next_update is not None and next_update < now:
+            raise CrlUnavailable("a configured CRL is past its next update")
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """A signature-verified chain, signer first, root last."""
+
+    certificates: tuple[x509.Certificate, ...]
+
+
+class TrustStore:
+    """Roots, intermediates and optional CRLs; :meth:`verify` decides on a signer."""
+
+    def __init__(
+        self,
+        roots: Sequence[x509.Certificate],
+        intermediates: Sequence[x509.Certificate] = (),
+        crls: CrlSource | None = None,
+    ) -> None:
+        if not roots:
+            raise ValueError("a trust store needs at least one root")
+        self._roots = tuple(roots)
+        self._intermediates = tuple(intermediates)
+        self._root_set = frozenset(self._roots)
+        self._by_subject: dict[x509.Name, list[x509.Certificate]] = {}
+        for certificate in (*self._intermediates, *self._roots):
+            self._by_subject.setdefault(certificate.subject, []).append(certificate)
+        self._crls = crls
+        self._chains: dict[x509.Certificate, _Chain] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pem_files(
+        cls,
+        *,
+        roots: Iterable[Path],
+        intermediates: Iterable[Path] = (),
+        crl_files: Sequence[Path] = (),
+        crl_max_age: timedelta = timedelta(minutes=10),
+    ) -> TrustStore:
+        """Load PEM bundles; CRL files (PEM or DER) are read lazily on first use."""
+        root_certs = [c for p in roots for c in x509.load_pem_x509_certificates(p.read_bytes())]
+        inter_certs = [
+            c for p in intermediates for c in x509.load_pem_x509_certificates(p.read_bytes())
+        ]
+        crls = FileCrlSource(crl_files, crl_max_age) if crl_files else None
+        return cls(root_certs, inter_certs, crls)
+
+    def verify(
+        self,
+        signer: x509.Certificate,
+        *,
+        hints: Sequence[x509.Certificate] = (),
+        at: datetime,
+        now: datetime | None = None,
+    ) -> None:
+        """Accept ``signer`` as a message signer at signing time ``at``, or raise.
+
+        - :class:`UnsupportedAlgorithm`: a key under 2048 bits or a SHA-1/MD5 signature
+          in the chain.
+        - :class:`UntrustedSigner`: no chain to a configured root through configured
+          intermediates, a CA certificate as signer, or a signer without the
+          digitalSignature / nonRepudiation key usage.
+        - :class:`CertificateExpired`: a chain certificate outside its validity at ``at``
+          or at ``now``.
+        - :class:`CertificateRevoked` / :class:`CrlUnavailable`: from the CRL source.
+
+        ``hints`` (the certificates embedded in the message) are never trusted; they only
+        let a configured intermediate with the same encoding be tried first.
+        """
+        current = now or datetime.now(UTC)
+        _check_signer_usage(signer)
+        chain = self._chain_for(signer, hints)
+        for certificate in chain.certificates:
+            for moment in (at, current):
+                if not (
+                    certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc
+                ):
+                    which = "signer" if certificate is signer else "CA"
+                    raise CertificateExpired(
+                        f"a {which} certificate is outside its validity period "
+                        "at signing time or now"
+                    )
+        if self._crls is not None:
+            for certificate, issuer in zip(
+                chain.certificates, chain.certificates[1:], strict=False
+            ):
+                if self._crls.is_revoked(certificate, issuer, now=current):
+                    which = "signer" if certificate is signer else "CA"
+                    raise CertificateRevoked(f"the {which} certificate is revoked")
+
+    def _chain_for(self, signer: x509.Certificate, hints: Sequence[x509.Certificate]) -> _Chain:
+        cached = self._chains.get(signer)
+        if cached is not None:
+            return cached
+        check_certificate_algorithms(signer)
+        if signer in self._root_set or signer.issuer == signer.subject:
+            raise UntrustedSigner("a self-signed certificate cannot sign messages")
+        chain = self._build(signer, (signer,), frozenset(hints))
+        if chain is None:
+            raise UntrustedSigner("no chain from the signer certificate to a trusted root")
+        result = _Chain(chain)
+        with self._lock:
+            if len(self._chains) >= _CHAIN_CACHE_SIZE:
+                self._chains.clear()
+            self._chains[signer] = result
+        return result
+
+    def _build(
+        self,
+        certificate: x509.Certificate,
+        path: tuple[x509.Certificate, ...],
+        hints: frozenset[x509.Certificate],
+    ) -> tuple[x509.Certificate, ...] | None:
+        if len(path) > MAX_CHAIN_DEPTH:
+            return None
+        candidates = sorted(
+            self._by_subject.get(certificate.issuer, ()), key=lambda c: c not in hints
+        )
+        for issuer in candidates:
+            if issuer in path or not _may_issue(issuer, cas_below=len(path) - 1):
+                continue
+            try:
+                certificate.verify_directly_issued_by(issuer)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            check_certificate_algorithms(issuer)
+            if issuer in self._root_set:
+                return (*path, issuer)
+            found = self._build(issuer, (*path, issuer), hints)
+            if found is not None:
+                return found
+        return None
+
+
+def _check_signer_usage(signer: x509.Certificate) -> None:
+    try:
+        constraints = signer.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is not None and constraints.ca:
+        raise UntrustedSigner("a CA certificate cannot sign messages")
+    try:
+        usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise UntrustedSigner("the signer certificate has no key usage extension") from None
+    if not (usage.digital_signature or usage.content_commitment):
+        raise UntrustedSigner(
+            "the signer certificate is not for signing (needs digitalSignature or nonRepudiation)"
+        )
+
+
+def _may_issue(issuer: x509.Certificate, *, cas_below: int) -> bool:
+    """Whether ``issuer`` is a CA allowed to sit ``cas_below`` intermediates above the leaf."""
+    try:
+        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    if not constraints.ca:
+        return False
+    if constraints.path_length is not None and cas_below > constraints.path_length:
+        return False
+    try:
+        usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return usage.key_cert_sign
+
+
+def _is_org_number(value: str) -> bool:
+    return len(value) == 9 and value.isascii() and value.isdigit()
+
+
+class SenderAuthorisation:
+    """Which signing organisations may report for which service units.
+
+    A unit may always be reported by itself (signer org number == unit org number).
+    Explicit grants let e.g. an EPJ vendor or a municipality report for its units.
+    """
+
+    def __init__(self, grants: Mapping[str, frozenset[str]]) -> None:
+        for signer, units in grants.items():
+            if not _is_org_number(signer) or not all(_is_org_number(u) for u in units):
+                raise ValueError("sender authorisation grants must use nine-digit org numbers")
+        self._grants = dict(grants)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Iterable[str]]) -> SenderAuthorisation:
+        return cls({signer: frozenset(units) for signer, units in mapping.items()})
+
+    @classmethod
+    def from_json_file(cls, path: Path) -> SenderAuthorisation:
+        """Read ``{"signer_org": ["unit_org", ...], ...}``; a bad file raises ``ValueError``."""
+        raw = orjson.loads(Path(path).read_bytes())
+        if not isinstance(raw, dict) or not all(
+            isinstance(units, list) and all(isinstance(u, str) for u in units)
+            for units in raw.values()
+        ):
+            raise ValueError(f"{path}: expected an object of org number -> list of org numbers")
+        return cls.from_mapping(raw)
+
+    def check(self, signer_org: str | None, unit_org: str) -> None:
+        """Raise :class:`SenderNotAuthorised` unless ``signer_org`` may report for ``unit_org``."""
+        if signer_org is None:
+            raise SenderNotAuthorised("the signer certificate carries no organisation number")
+        if signer_org == unit_org or unit_org in self._grants.get(signer_org, frozenset()):
+            return
+        # Only well-formed org numbers (not personal data) are echoed into the description.
+        signer = signer_org if _is_org_number(signer_org) else "the signer"
+        unit = unit_org if _is_org_number(unit_org) else "the named unit"
+        raise SenderNotAuthorised(f"organisation {signer} may not report for {unit}")

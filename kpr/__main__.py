@@ -1,0 +1,5 @@
+import sys
+
+from kpr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,189 @@
+"""``kpr seal``, ``kpr open`` and ``kpr bench-crypto``: message protection by hand.
+
+Exit codes of ``open`` (and ``seal``): 0 ok, 2 usage (including unreadable files),
+then the rejection's own ``exit_code``: 3 malformed or unsupported algorithm,
+4 signature, trust or binding failure, 5 cannot decrypt, 6 contract violation.
+A CRL that cannot be read now (:class:`CrlUnavailable`, transient) also exits 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from contracts.envelope import DecryptionKey, Profile, SigningIdentity, open_envelope, seal
+from contracts.errors import CrlUnavailable, Rejected
+from contracts.events import Environment, encode_event, parse_event
+from contracts.letter import Party, check_binding, decode_letter, encode_letter
+from contracts.pki import load_certificate, load_certificates, load_private_key, org_number_of
+from contracts.trust import SenderAuthorisation, TrustStore
+
+__all__ = ["register"]
+
+KPR_HER_ID = 8133973
+USAGE_EXIT = 2
+TRANSIENT_EXIT = 4
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    seal_parser = subparsers.add_parser(
+        "seal", help="validate an event, sign and encrypt it to the register"
+    )
+    seal_parser.add_argument("event", type=Path, metavar="EVENT_JSON")
+    seal_parser.add_argument("--signer-cert", type=Path, required=True)
+    seal_parser.add_argument("--signer-key", type=Path, required=True)
+    seal_parser.add_argument("--recipient-cert", type=Path, required=True)
+    seal_parser.add_argument(
+        "--intermediates", type=Path, help="PEM bundle to embed next to the signer certificate"
+    )
+    seal_parser.add_argument(
+        "--profile", choices=[p.value for p in Profile], default=Profile.NATIONAL.value
+    )
+    seal_parser.add_argument("--recipient-her-id", type=int, default=KPR_HER_ID)
+    seal_parser.add_argument("--message-id", help="default: a new UUID")
+    seal_parser.add_argument("--out", type=Path, required=True, metavar="FILE")
+    seal_parser.set_defaults(handler=_seal)
+
+    open_parser = subparsers.add_parser(
+        "open", help="decrypt and verify a message, print the verified event"
+    )
+    open_parser.add_argument("message", type=Path, metavar="FILE")
+    open_parser.add_argument("--recipient-cert", type=Path, required=True)
+    open_parser.add_argument("--recipient-key", type=Path, required=True)
+    open_parser.add_argument(
+        "--previous-cert", type=Path, help="the encryption cert before rollover"
+    )
+    open_parser.add_argument("--previous-key", type=Path)
+    open_parser.add_argument("--trust", type=Path, required=True, metavar="ROOT_PEM")
+    open_parser.add_argument("--intermediates", type=Path, metavar="PEM")
+    open_parser.add_argument("--crl", type=Path, action="append", default=[], metavar="FILE")
+    open_parser.add_argument("--own-her-id", type=int, default=KPR_HER_ID)
+    open_parser.add_argument(
+        "--authorisation", type=Path, metavar="JSON", help="sender authorisation table"
+    )
+    open_parser.set_defaults(handler=_open)
+
+    bench = subparsers.add_parser(
+        "bench-crypto", help="seal/open rates next to openssl speed rsa2048"
+    )
+    bench.add_argument("--seconds", type=float, default=3.0)
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.set_defaults(handler=_bench)
+
+
+def _environment() -> Environment:
+    return Environment.from_env()
+
+
+def _reject(error: Rejected) -> int:
+    print(f"rejected ({error.reason}): {error.description}", file=sys.stderr)
+    return error.exit_code
+
+
+def _seal(args: argparse.Namespace) -> int:
+    try:
+        event_data = args.event.read_bytes()
+        signer_cert = load_certificate(args.signer_cert)
+        signer_key = load_private_key(args.signer_key)
+        recipient = load_certificate(args.recipient_cert)
+        chain = tuple(load_certificates(args.intermediates)) if args.intermediates else ()
+        environment = _environment()
+    except (OSError, ValueError) as error:
+        print(f"kpr seal: {error}", file=sys.stderr)
+        return USAGE_EXIT
+    signer_org = org_number_of(signer_cert)
+    if signer_org is None:
+        print("kpr seal: the signer certificate carries no organisation number", file=sys.stderr)
+        return USAGE_EXIT
+    try:
+        event = parse_event(event_data, environment=environment)
+        letter = encode_letter(
+            message_id=args.message_id or str(uuid.uuid4()),
+            sender=Party(her_id=event.sender_her_id, org_number=signer_org),
+            recipient_her_id=args.recipient_her_id,
+            event_json=encode_event(event),
+        )
+        message = seal(
+            letter,
+            signer=SigningIdentity(signer_cert, signer_key, chain),
+            recipient=recipient,
+            profile=Profile(args.profile),
+        )
+    except Rejected as error:
+        return _reject(error)
+    args.out.write_bytes(message)
+    return 0
+
+
+def _open(args: argparse.Namespace) -> int:
+    try:
+        message = args.message.read_bytes()
+        keys = [
+            DecryptionKey(
+                load_certificate(args.recipient_cert), load_private_key(args.recipient_key)
+            )
+        ]
+        if (args.previous_cert is None) != (args.previous_key is None):
+            print("kpr open: --previous-cert and --previous-key go together", file=sys.stderr)
+            return USAGE_EXIT
+        if args.previous_cert is not None:
+            keys.append(
+                DecryptionKey(
+                    load_certificate(args.previous_cert), load_private_key(args.previous_key)
+                )
+            )
+        trust = TrustStore.from_pem_files(
+            roots=[args.trust],
+            intermediates=[args.intermediates] if args.intermediates else [],
+            crl_files=args.crl,
+        )
+        authorisation = (
+            SenderAuthorisation.from_json_file(args.authorisation) if args.authorisation else None
+        )
+        environment = _environment()
+    except (OSError, ValueError) as error:
+        print(f"kpr open: {error}", file=sys.stderr)
+        return USAGE_EXIT
+    try:
+        opened = open_envelope(message, keys=keys, trust=trust)
+        signer_org = org_number_of(opened.signer)
+        letter = decode_letter(opened.content)
+        check_binding(letter, own_her_id=args.own_her_id, signer_org_number=signer_org)
+        event = parse_event(letter.event, environment=environment)
+        if authorisation is not None:
+            authorisation.check(signer_org, event.reporting_unit_org_number)
+    except Rejected as error:
+        return _reject(error)
+    except CrlUnavailable as error:
+        print(f"kpr open: revocation status unavailable, try again later: {error}", file=sys.stderr)
+        return TRANSIENT_EXIT
+    sys.stdout.buffer.write(encode_event(event) + b"\n")
+    sys.stdout.flush()
+    print(
+        f"signed by {_subject(opened.signer)} (org number {signer_org or 'none'}) "
+        f"at {opened.signing_time.isoformat()}, profile {opened.profile}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _subject(certificate: x509.Certificate) -> str:
+    return certificate.subject.rfc4514_string()
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from kpr.benchmarks.crypto import format_report, run_crypto_benchmark
+
+    try:
+        results = run_crypto_benchmark(args.seconds)
+    except RuntimeError as error:
+        print(f"kpr bench-crypto: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(results, indent=2, sort_keys=True) if args.json else format_report(results))
+    return 0

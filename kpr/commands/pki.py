@@ -1,0 +1,40 @@
+"""``kpr pki dev``: write a development PKI shaped like the national one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from contracts.pki import dev_pki_files, ensure_dev_pki, generate_dev_pki
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    pki = subparsers.add_parser("pki", help="development PKI")
+    actions = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
+    dev = actions.add_parser(
+        "dev",
+        help="write a development PKI (root, issuing CA, signing/encryption/TLS pairs)",
+        description="Write a development PKI into DIR. Existing files are kept unless --force.",
+    )
+    dev.add_argument("--out", type=Path, required=True, metavar="DIR")
+    dev.add_argument("--force", action="store_true", help="regenerate even if files exist")
+    dev.add_argument("--key-size", type=int, default=2048, choices=(2048, 3072, 4096))
+    dev.set_defaults(handler=_dev)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    directory: Path = args.out
+    if args.force:
+        generate_dev_pki(directory, key_size=args.key_size)
+    else:
+        ensure_dev_pki(directory, key_size=args.key_size)
+    for name in dev_pki_files():
+        print(directory / name)
+    print(
+        f"development PKI in {directory} (keys are unencrypted: development only)", file=sys.stderr
+    )
+    return 0

@@ -1,0 +1,146 @@
+"""Configuration from the environment (and matching command-line options).
+
+| variable                     | meaning                                                  | default |
+|------------------------------|----------------------------------------------------------|---------|
+| ``KPR_AMQP_URL``             | broker URL (``amqps://`` for TLS)                        | local   |
+| ``KPR_STORE_URL``            | SQLite path / ``sqlite:///path`` or ``postgresql://...`` | ``.kpr/pathways.sqlite3`` |
+| ``KPR_PKI_DIR``              | a directory laid out as ``kpr pki dev`` writes it        | ``.kpr/pki`` |
+| ``KPR_ENVIRONMENT``          | ``production`` (default, fails safe) or ``test``         | production |
+| ``KPR_REGISTER_HER_ID``      | the register's HER-id (our own, as receiver)             | 8133973 |
+| ``KPR_PROFILE``              | sender's CMS profile: ``national`` or ``strict``         | national |
+| ``KPR_PSEUDONYM_KEY_FILE``   | file with the pseudonym key (hex, >= 32 bytes)           | ``$KPR_STATE_DIR/pseudonym.key`` in test |
+| ``KPR_AUTHORISATION_FILE``   | JSON ``{signer_org: [unit_org, ...]}``                   | units report for themselves |
+| ``KPR_STATE_DIR``            | where the demo keeps its broker, PKI, store and keys     | ``.kpr`` |
+| ``KPR_METRICS_PORT``         | HTTP port for ``/metrics``, ``/healthz``, ``/readyz``    | off |
+
+Production certificates are set file by file, overriding ``KPR_PKI_DIR``:
+``KPR_SIGNER_CERT``, ``KPR_SIGNER_KEY``, ``KPR_SIGNER_CHAIN``, ``KPR_RECIPIENT_CERT`` (producer);
+``KPR_DECRYPT_CERT``, ``KPR_DECRYPT_KEY``, ``KPR_DECRYPT_PREVIOUS_CERT``,
+``KPR_DECRYPT_PREVIOUS_KEY``, ``KPR_TRUST_ROOTS``, ``KPR_TRUST_INTERMEDIATES``,
+``KPR_CRL_FILES`` (consumer; lists are separated by ``:``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from contracts.envelope import DecryptionKey, Profile, SigningIdentity
+from contracts.events import Environment
+from contracts.pki import PkiDir, load_certificate, load_certificates, load_private_key
+from contracts.topology import KPR_HER_IDS, Topology
+from contracts.trust import FileCrlSource, SenderAuthorisation, TrustStore
+
+__all__ = ["Settings"]
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _paths(value: str | None) -> list[Path]:
+    return [Path(part) for part in (value or "").split(":") if part]
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_url: str = DEFAULT_AMQP_URL
+    store_url: str = ".kpr/pathways.sqlite3"
+    pki_dir: Path = Path(".kpr/pki")
+    state_dir: Path = Path(".kpr")
+    environment: Environment = Environment.PRODUCTION
+    register_her_id: int = KPR_HER_IDS["test"]
+    profile: Profile = Profile.NATIONAL
+    pseudonym_key_file: Path | None = None
+    authorisation_file: Path | None = None
+    metrics_port: int | None = None
+    queue_prefix: str = ""
+    env: Mapping[str, str] | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        state_dir = Path(env.get("KPR_STATE_DIR", ".kpr"))
+        key_file = env.get("KPR_PSEUDONYM_KEY_FILE")
+        authorisation = env.get("KPR_AUTHORISATION_FILE")
+        metrics_port = env.get("KPR_METRICS_PORT")
+        return cls(
+            amqp_url=env.get("KPR_AMQP_URL", DEFAULT_AMQP_URL),
+            store_url=env.get("KPR_STORE_URL", str(state_dir / "pathways.sqlite3")),
+            pki_dir=Path(env.get("KPR_PKI_DIR", str(state_dir / "pki"))),
+            state_dir=state_dir,
+            environment=Environment(env.get("KPR_ENVIRONMENT", "production")),
+            register_her_id=int(env.get("KPR_REGISTER_HER_ID", KPR_HER_IDS["test"])),
+            profile=Profile(env.get("KPR_PROFILE", "national")),
+            pseudonym_key_file=Path(key_file) if key_file else None,
+            authorisation_file=Path(authorisation) if authorisation else None,
+            metrics_port=int(metrics_port) if metrics_port else None,
+            queue_prefix=env.get("KPR_QUEUE_PREFIX", ""),
+            env=env,
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Apply command-line options; ``None`` means "not given"."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    def _get(self, name: str) -> str | None:
+        return (self.env or {}).get(name)
+
+    def topology(self) -> Topology:
+        return Topology(register_her_id=self.register_her_id, prefix=self.queue_prefix)
+
+    # -- producer side ------------------------------------------------------------
+
+    def signing_identity(self) -> SigningIdentity:
+        cert, key = self._get("KPR_SIGNER_CERT"), self._get("KPR_SIGNER_KEY")
+        if cert and key:
+            chain = tuple(c for p in _paths(self._get("KPR_SIGNER_CHAIN")) for c in load_certificates(p))
+            return SigningIdentity(load_certificate(Path(cert)), load_private_key(Path(key)), chain)
+        return PkiDir.load(self.pki_dir).sender.signing_identity
+
+    def recipient_certificate(self):  # type: ignore[no-untyped-def]
+        cert = self._get("KPR_RECIPIENT_CERT")
+        if cert:
+            return load_certificate(Path(cert))
+        return PkiDir.load(self.pki_dir).register.encryption_certificate
+
+    # -- consumer side ------------------------------------------------------------
+
+    def decryption_keys(self) -> list[DecryptionKey]:
+        cert, key = self._get("KPR_DECRYPT_CERT"), self._get("KPR_DECRYPT_KEY")
+        if not (cert and key):
+            return [PkiDir.load(self.pki_dir).register.decryption_key]
+        keys = [DecryptionKey(load_certificate(Path(cert)), load_private_key(Path(key)))]
+        previous_cert = self._get("KPR_DECRYPT_PREVIOUS_CERT")
+        previous_key = self._get("KPR_DECRYPT_PREVIOUS_KEY")
+        if previous_cert and previous_key:
+            keys.append(
+                DecryptionKey(load_certificate(Path(previous_cert)), load_private_key(Path(previous_key)))
+            )
+        return keys
+
+    def trust_store(self) -> TrustStore:
+        roots = _paths(self._get("KPR_TRUST_ROOTS"))
+        crl_files = _paths(self._get("KPR_CRL_FILES"))
+        if not roots:
+            pki = PkiDir.load(self.pki_dir)
+            roots, intermediates = [pki.root_path], [pki.intermediate_path]
+        else:
+            intermediates = _paths(self._get("KPR_TRUST_INTERMEDIATES"))
+        return TrustStore(
+            roots=[c for p in roots for c in load_certificates(p)],
+            intermediates=[c for p in intermediates for c in load_certificates(p)],
+            crls=FileCrlSource(crl_files) if crl_files else None,
+        )
+
+    def sender_authorisation(self) -> SenderAuthorisation:
+        if self.authorisation_file is not None:
+            return SenderAuthorisation.from_json_file(self.authorisation_file)
+        return SenderAuthorisation.from_mapping({})
+
+    def pseudonym_key_path(self) -> Path:
+        if self.pseudonym_key_file is not None:
+            return self.pseudonym_key_file
+        if self.environment is Environment.PRODUCTION:
+            raise ValueError("KPR_PSEUDONYM_KEY_FILE must be set in production")
+        return self.state_dir / "pseudonym.key"

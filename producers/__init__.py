@@ -1,0 +1,16 @@
+"""The sending side: seal events and publish them with confirms.
+
+Public API; nothing else in this package is meant to be imported from outside.
+"""
+
+from producers.publisher import PublishOutcome, PublishReport, Publisher
+from producers.sealer import SealedMessage, Sealer, message_id_for
+
+__all__ = [
+    "PublishOutcome",
+    "PublishReport",
+    "Publisher",
+    "SealedMessage",
+    "Sealer",
+    "message_id_for",
+]

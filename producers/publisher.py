@@ -1,0 +1,203 @@
+"""Publishing sealed events: persistent, confirmed, mandatory.
+
+Every publish ends in exactly one of three outcomes, which the caller logs:
+
+* **confirmed**: the broker took responsibility (positive publisher confirm);
+* **failed**: the broker said no (:class:`~contracts.errors.Unroutable` when returned
+  under ``mandatory``, :class:`~contracts.errors.PublishNacked` on a nack);
+* **unknown**: no answer in time or the connection broke under it
+  (:class:`~contracts.errors.ConfirmTimeout`). The message may or may not be on the
+  broker; resending is safe because the message id is stable and the consumer
+  deduplicates on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum, unique
+from types import TracebackType
+from typing import Self
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
+
+from contracts.connection import TlsSettings, connect
+from contracts.envelope import CONTENT_TYPE
+from contracts.errors import ConfirmTimeout, PublishFailed, PublishNacked, Unroutable
+from contracts.topology import Topology
+from producers.sealer import SealedMessage
+
+__all__ = ["PublishOutcome", "PublishReport", "Publisher"]
+
+
+@unique
+class PublishOutcome(StrEnum):
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class PublishReport:
+    confirmed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    def record(self, message_id: str, outcome: PublishOutcome) -> None:
+        {
+            PublishOutcome.CONFIRMED: self.confirmed,
+            PublishOutcome.FAILED: self.failed,
+            PublishOutcome.UNKNOWN: self.unknown,
+        }[outcome].append(message_id)
+
+    @property
+    def all_confirmed(self) -> bool:
+        return not self.failed and not self.unknown
+
+
+OutcomeCallback = Callable[[SealedMessage, PublishOutcome, PublishFailed | None], Awaitable[None]]
+
+
+def outcome_of(error: PublishFailed | None) -> PublishOutcome:
+    if error is None:
+        return PublishOutcome.CONFIRMED
+    if isinstance(error, ConfirmTimeout):
+        return PublishOutcome.UNKNOWN
+    return PublishOutcome.FAILED
+
+
+class Publisher:
+    """An async context manager around one connection and one confirming channel."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topology: Topology,
+        tls: TlsSettings | None = None,
+        confirm_timeout_s: float = 30.0,
+        declare: bool = True,
+        exchange: str | None = None,
+    ) -> None:
+        """``exchange`` overrides the work exchange, e.g. the sender's inbound exchange
+        when broker permissions allow it to write nowhere else (then ``declare=False``)."""
+        self._url = url
+        self._topology = topology
+        self._tls = tls
+        self._confirm_timeout_s = confirm_timeout_s
+        self._declare = declare
+        self._exchange_name = exchange or topology.work_exchange
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+
+    async def __aenter__(self) -> Self:
+        self._connection = await connect(self._url, tls=self._tls, name="kpr-producer")
+        try:
+            self._channel = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            if self._declare:
+                await self._topology.declare(self._channel)
+            self._exchange = await self._channel.get_exchange(self._exchange_name, ensure=False)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection; closing twice is harmless."""
+        connection, self._connection = self._connection, None
+        self._channel = self._exchange = None
+        if connection is not None and not connection.is_closed:
+            await asyncio.shield(connection.close())
+
+    async def publish(self, sealed: SealedMessage) -> None:
+        """Publish one message and wait for its confirm.
+
+        Raises :class:`Unroutable`, :class:`PublishNacked` or :class:`ConfirmTimeout`.
+        """
+        if self._exchange is None:
+            raise RuntimeError("Publisher is not open")
+        message = aio_pika.Message(
+            sealed.body,
+            message_id=sealed.message_id,
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=sealed.created_at,
+            type=sealed.event_type,
+            headers=sealed.headers(),
+        )
+        try:
+            await self._exchange.publish(
+                message,
+                routing_key=self._topology.routing_key,
+                mandatory=True,
+                timeout=self._confirm_timeout_s,
+            )
+        except PublishError:
+            raise Unroutable("the broker could not route the message") from None
+        except DeliveryError:
+            raise PublishNacked("the broker refused the message") from None
+        except TimeoutError:
+            raise ConfirmTimeout("no publisher confirm in time") from None
+        except (AMQPError, ChannelInvalidStateError, ConnectionError):
+            raise ConfirmTimeout("the connection broke before the confirm") from None
+        except asyncio.CancelledError:
+            # aio-pika cancels in-flight confirms when the connection drops; that is an
+            # unknown outcome. A cancellation of *our* task must propagate.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise ConfirmTimeout("the confirm was lost with the connection") from None
+
+    async def publish_all(
+        self,
+        messages: Iterable[SealedMessage] | AsyncIterable[SealedMessage],
+        *,
+        max_in_flight: int = 256,
+        on_outcome: OutcomeCallback | None = None,
+    ) -> PublishReport:
+        """Publish many with up to ``max_in_flight`` unconfirmed at once.
+
+        Confirms arrive in batches on the one channel, so throughput is bounded by the
+        broker, not by a round trip per message.
+        """
+        report = PublishReport()
+        slots = asyncio.Semaphore(max_in_flight)
+
+        async def one(sealed: SealedMessage) -> None:
+            try:
+                error: PublishFailed | None = None
+                try:
+                    await self.publish(sealed)
+                except PublishFailed as failure:
+                    error = failure
+                outcome = outcome_of(error)
+                report.record(sealed.message_id, outcome)
+                if on_outcome is not None:
+                    await on_outcome(sealed, outcome, error)
+            finally:
+                slots.release()
+
+        async with asyncio.TaskGroup() as group:
+            if isinstance(messages, AsyncIterable):
+                async for sealed in messages:
+                    await slots.acquire()
+                    group.create_task(one(sealed))
+            else:
+                for sealed in messages:
+                    await slots.acquire()
+                    group.create_task(one(sealed))
+        return report

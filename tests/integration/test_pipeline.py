@@ -1,0 +1,138 @@
+"""The walking skeleton, end to end on a real RabbitMQ: producer -> broker -> consumer -> store."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aio_pika
+import orjson
+import pytest
+
+from consumers.deadletter import HEADER_ORIGINAL_MESSAGE_ID, HEADER_REASON
+from contracts.envelope import CONTENT_TYPE
+from contracts.events import Environment
+from contracts.pki import PkiDir, ensure_dev_pki
+from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from kpr.config import Settings
+from kpr.runtime import build_sealer, consume, publish_events, store_summary
+
+
+@pytest.fixture(scope="session")
+def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
+    return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def settings(amqp_url: str, dev_pki: PkiDir, tmp_path: Path) -> Iterator[Settings]:
+    authorisation = tmp_path / "authorisation.json"
+    sender_org = dev_pki.sender.info.org_number
+    authorisation.write_bytes(orjson.dumps({sender_org: list(DEFAULT_UNIT_ORG_NUMBERS)}))
+    yield Settings().with_overrides(
+        amqp_url=amqp_url,
+        pki_dir=dev_pki.directory,
+        state_dir=tmp_path,
+        store_url=str(tmp_path / "pathways.sqlite3"),
+        environment=Environment.TEST,
+        authorisation_file=authorisation,
+        queue_prefix=f"t{secrets.token_hex(4)}.",
+    )
+
+
+async def _get_all(url: str, queue_name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name)
+        messages = []
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            messages.append(message)
+        return messages
+
+
+async def test_every_event_is_committed_exactly_once_even_when_published_twice(
+    settings: Settings,
+) -> None:
+    """N events published twice (a producer resend) commit N times, the rest are duplicates."""
+    events = generate_events(60, seed=11)
+    first = await publish_events(settings, events)
+    second = await publish_events(settings, events)
+    assert first.all_confirmed and second.all_confirmed
+    assert len(first.confirmed) == len(events)
+
+    counts = await consume(settings, until_idle_s=1.5)
+
+    assert counts["committed"] == len(events)
+    assert counts["duplicate"] == len(events)
+    assert counts["dead_lettered"] == 0
+    summary = await store_summary(settings)
+    assert summary.events_committed == len(events)
+    assert await _get_all(settings.amqp_url, settings.topology().work_queue) == []
+
+
+async def test_a_tampered_message_ends_in_the_dead_letter_queue_with_its_reason(
+    settings: Settings,
+) -> None:
+    """One flipped ciphertext bit: the consumer dead-letters the original bytes with a reason."""
+    [event] = generate_events(1, seed=12)
+    await publish_events(settings, [])  # declares the topology
+    sealed = build_sealer(settings).seal(event)
+    tampered = bytearray(sealed.body)
+    tampered[-30] ^= 0x01
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(settings.topology().work_exchange)
+        await exchange.publish(
+            aio_pika.Message(
+                bytes(tampered),
+                message_id=sealed.message_id,
+                content_type=CONTENT_TYPE,
+                headers=sealed.headers(),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=settings.topology().routing_key,
+            mandatory=True,
+        )
+
+    counts = await consume(settings, until_idle_s=1.5)
+
+    assert counts["dead_lettered"] == 1
+    assert counts["committed"] == 0
+    [dead] = await _get_all(settings.amqp_url, settings.topology().dead_letter_queue)
+    assert dead.body == bytes(tampered)
+    assert dead.headers[HEADER_REASON] in {"undecryptable", "bad-signature"}
+    assert dead.headers[HEADER_ORIGINAL_MESSAGE_ID] == sealed.message_id
+    assert (await store_summary(settings)).events_committed == 0
+
+
+@pytest.mark.openssl
+async def test_the_bytes_on_the_queue_open_with_openssl_cms(
+    settings: Settings, dev_pki: PkiDir, tmp_path: Path
+) -> None:
+    """What the producer puts on the queue, `openssl cms -decrypt` then `-verify` accepts."""
+    [event] = generate_events(1, seed=13)
+    report = await publish_events(settings, [event])
+    [message] = await _get_all(settings.amqp_url, settings.topology().work_queue)
+    assert message.content_type == CONTENT_TYPE
+    assert message.message_id == report.confirmed[0]
+    wire = tmp_path / "message.der"
+    wire.write_bytes(message.body)
+    register = dev_pki.register
+    signed = subprocess.run(
+        ["openssl", "cms", "-decrypt", "-binary", "-inform", "DER", "-in", str(wire),
+         "-recip", str(register.encryption_certificate_path),
+         "-inkey", str(register.encryption_key_path)],
+        check=True, capture_output=True,
+    ).stdout
+    verified = subprocess.run(
+        ["openssl", "cms", "-verify", "-binary", "-inform", "DER",
+         "-CAfile", str(dev_pki.root_path), "-certfile", str(dev_pki.intermediate_path)],
+        input=signed, check=True, capture_output=True,
+    )
+    assert b"Verification successful" in verified.stderr
+    letter = orjson.loads(verified.stdout)
+    assert letter["message_id"] == message.message_id
+    assert letter["event"]["event_id"] == str(event.event_id)

@@ -1,0 +1,187 @@
+"""National ids, D-numbers, synthetic test ids, organisation numbers, HER-ids, municipalities."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from stdnum.no import fodselsnummer, orgnr
+
+from contracts.errors import ContractViolation
+from contracts.events.identifiers import (
+    JUNK_ORG_NUMBERS,
+    NationalIdKind,
+    check_her_id,
+    check_municipality,
+    check_org_number,
+    municipality_names,
+    parse_national_id,
+    synthetic_national_id,
+)
+
+TODAY = date(2026, 1, 1)
+
+
+def _with_check_digits(first_nine: str) -> str | None:
+    """The full 11-digit number for nine digits, or None if no valid check digits exist."""
+    first = fodselsnummer.calc_check_digit1(first_nine)
+    second = fodselsnummer.calc_check_digit2(first_nine + first)
+    if len(first) != 1 or len(second) != 1:
+        return None
+    return first_nine + first + second
+
+
+def _rule(call: object) -> str:
+    assert callable(call)
+    with pytest.raises(ContractViolation) as caught:
+        call()
+    return caught.value.rule
+
+
+def test_stdnum_example_birth_number_is_an_ordinary_birth_number() -> None:
+    """python-stdnum's documented valid number parses with its date (born 1986-10-15)."""
+    parsed = parse_national_id("15108695088", today=TODAY)
+    assert parsed.kind is NationalIdKind.BIRTH_NUMBER
+    assert parsed.birth_date == date(1986, 10, 15)
+    assert not parsed.is_d_number
+
+
+def test_d_numbers_add_40_to_the_day() -> None:
+    number = _with_check_digits("551086950")
+    assert number is not None
+    parsed = parse_national_id(number, today=TODAY)
+    assert parsed.kind is NationalIdKind.D_NUMBER
+    assert parsed.is_d_number
+    assert parsed.birth_date == date(1986, 10, 15)
+
+
+@pytest.mark.parametrize("month_offset", [40, 80])
+def test_synthetic_ids_add_40_or_80_to_the_month(month_offset: int) -> None:
+    """NAV (month + 40) and Tenor (month + 80) test identities are recognised as synthetic."""
+    number = _with_check_digits(f"15{10 + month_offset}86950")
+    assert number is not None
+    parsed = parse_national_id(number, today=TODAY)
+    assert parsed.kind is NationalIdKind.SYNTHETIC
+    assert parsed.birth_date == date(1986, 10, 15)
+
+
+def test_stdnum_alone_does_not_know_tenor_ids() -> None:
+    """Why the wrapper exists: stdnum rejects month + 80 and reads month + 40 as a real H-number."""
+    tenor = synthetic_national_id(date(1986, 10, 15), female=True, serial=1)
+    assert not fodselsnummer.is_valid(tenor)
+    assert parse_national_id(tenor, today=TODAY).kind is NationalIdKind.SYNTHETIC
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ("1510869508", "national-id-format"),
+        ("151086950881", "national-id-format"),
+        ("1510869508a", "national-id-format"),
+        ("151086 95088", "national-id-format"),
+        ("15108695077", "national-id-checksum"),
+        ("15108695089", "national-id-checksum"),
+    ],
+)
+def test_malformed_national_ids_are_refused(value: str, rule: str) -> None:
+    assert _rule(lambda: parse_national_id(value, today=TODAY)) == rule
+
+
+def test_impossible_dates_and_fh_numbers_are_refused() -> None:
+    """31 February, day >= 80 (FH-numbers) and month 13 do not encode a birth date."""
+    for first_nine in ("310286950", "851086950", "151386950"):
+        number = _with_check_digits(first_nine)
+        if number is None:
+            continue
+        assert _rule(lambda n=number: parse_national_id(n, today=TODAY)) in {
+            "national-id-birth-date",
+        }
+
+
+def test_a_birth_date_after_today_is_refused() -> None:
+    number = synthetic_national_id(date(2030, 5, 5), female=False, serial=3)
+    assert _rule(lambda: parse_national_id(number, today=TODAY)) == "national-id-future"
+    assert parse_national_id(number, today=date(2030, 5, 5)).birth_date == date(2030, 5, 5)
+
+
+@given(
+    birth=st.dates(min_value=date(1900, 1, 1), max_value=date(2025, 12, 31)),
+    female=st.booleans(),
+    serial=st.integers(min_value=0, max_value=10_000),
+)
+def test_every_generated_synthetic_id_is_valid_and_synthetic(
+    birth: date, female: bool, serial: int
+) -> None:
+    """Property: the generator's ids pass both check digits, state the birth date and the sex."""
+    number = synthetic_national_id(birth, female=female, serial=serial)
+    parsed = parse_national_id(number, today=TODAY)
+    assert parsed.kind is NationalIdKind.SYNTHETIC
+    assert parsed.birth_date == birth
+    assert (int(number[8]) % 2 == 0) == female
+
+
+@given(st.text(alphabet="0123456789", min_size=11, max_size=11))
+def test_any_eleven_digits_either_parse_or_give_a_named_rule(value: str) -> None:
+    """Property: no input makes the parser crash; the outcome agrees with stdnum's check digits."""
+    try:
+        parsed = parse_national_id(value, today=TODAY)
+    except ContractViolation as error:
+        assert error.rule.startswith("national-id-")
+        assert value not in error.description
+    else:
+        assert value[9] == fodselsnummer.calc_check_digit1(value)
+        assert value[10] == fodselsnummer.calc_check_digit2(value)
+        assert parsed.birth_date <= TODAY
+
+
+def test_default_test_org_numbers_are_valid() -> None:
+    for value in ("310000000", "310000027", "310000035", "310000043", "310000051"):
+        assert check_org_number(value) == value
+        assert orgnr.is_valid(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ("999999999", "org-number-junk"),
+        ("000000000", "org-number-junk"),
+        ("123456789", "org-number-junk"),
+        ("310000001", "org-number-checksum"),
+        ("99999999", "org-number-format"),
+        ("999 999 999", "org-number-format"),
+        ("Oslo kommune", "org-number-format"),
+    ],
+)
+def test_bad_org_numbers_are_refused(value: str, rule: str) -> None:
+    assert _rule(lambda: check_org_number(value)) == rule
+
+
+def test_junk_list_holds_numbers_that_pass_mod_11() -> None:
+    """The junk list matters because some placeholders pass the checksum (999999999 does)."""
+    assert orgnr.is_valid("999999999")
+    assert "999999999" in JUNK_ORG_NUMBERS
+
+
+@pytest.mark.parametrize("value", [1, 90001, 2**31 - 1])
+def test_her_ids_are_positive(value: int) -> None:
+    assert check_her_id(value) == value
+
+
+@pytest.mark.parametrize("value", [0, -5, 2**31])
+def test_her_ids_outside_the_range_are_refused(value: int) -> None:
+    assert _rule(lambda: check_her_id(value)) == "her-id-range"
+
+
+def test_the_municipality_list_is_the_2024_one() -> None:
+    """357 municipalities (2024); Oslo and Haram (re-established 2024) in, Viken-era numbers out."""
+    names = municipality_names()
+    assert len(names) == 357
+    assert names["0301"] == "Oslo"
+    assert names["1580"] == "Haram"
+    assert all(len(number) == 4 and number.isdigit() for number in names)
+    assert check_municipality("4601") == "4601"
+    assert _rule(lambda: check_municipality("3024")) == "municipality-unknown"  # Bærum 2020-23
+    assert _rule(lambda: check_municipality("301")) == "municipality-format"
+    assert _rule(lambda: check_municipality("03O1")) == "municipality-format"
