@@ -22,10 +22,11 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -37,10 +38,13 @@ from aio_pika.abc import (
 from consumers.deadletter import (
     attempt_of,
     dead_letter_message,
+    publish_confirmed,
     retry_message,
     sender_her_id_of,
 )
+from consumers.metrics import ConsumerMetrics, QueueRole
 from consumers.processing import Disposition, Outcome, Processor
+from consumers.receipts import ReceiptSender, ReceiptSigner, send_rejection_receipt
 from contracts.connection import TlsSettings, connect
 from contracts.errors import Reason
 from contracts.topology import Topology
@@ -66,7 +70,13 @@ class Consumer:
         tls: TlsSettings | None = None,
         drain_timeout_s: float = 30.0,
         on_outcome: OutcomeListener | None = None,
+        receipt_signer: ReceiptSigner | None = None,
+        metrics: ConsumerMetrics | None = None,
+        store_ping: Callable[[], Awaitable[None]] | None = None,
+        watch_interval_s: float = 5.0,
     ) -> None:
+        """With ``receipt_signer``, each dead letter also sends a signed rejection receipt
+        to the sender's error queue (see :mod:`consumers.receipts`)."""
         self._url = url
         self._topology = topology
         self._processor = processor
@@ -75,6 +85,14 @@ class Consumer:
         self._tls = tls
         self._drain_timeout_s = drain_timeout_s
         self._on_outcome = on_outcome
+        self._receipt_signer = receipt_signer
+        self._receipts: ReceiptSender | None = None
+        self._metrics = metrics
+        self._store_ping = store_ping
+        self._watch_interval_s = watch_interval_s
+        self._monitor: AbstractChannel | None = None
+        self._subscription_problem: str | None = None
+        self.resubscriptions = 0
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -100,6 +118,10 @@ class Consumer:
             self._retries = await self._channel.get_exchange(
                 self._topology.retry_exchange, ensure=False
             )
+            if self._receipt_signer is not None:
+                self._receipts = ReceiptSender(
+                    self._connection, topology=self._topology, signer=self._receipt_signer
+                )
         except BaseException:
             await self.aclose()
             raise
@@ -128,28 +150,141 @@ class Consumer:
         self._stop.clear()
         self._last_activity = time.monotonic()
         self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
+        watchdog = asyncio.create_task(self._watch(), name="kpr-consumer-watchdog")
         try:
             while not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=0.2)
-                if until_idle_s is not None and self._in_flight == 0:
-                    if time.monotonic() - self._last_activity >= until_idle_s:
-                        break
+                if (
+                    until_idle_s is not None
+                    and self._in_flight == 0
+                    and time.monotonic() - self._last_activity >= until_idle_s
+                ):
+                    break
         finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
             await self._stop_consuming()
+            if self._metrics is not None:
+                self._metrics.set_ready(False)
         return self.counts
 
+    async def readiness_problems(self) -> list[str]:
+        """Why this consumer is not ready (empty: it is); for ``/readyz`` and the gauge.
+
+        Ready means: the broker connection and channel are open, our ``basic.consume``
+        is registered on the *current* channel (after a reconnect it may not be, see
+        :meth:`_watch`), we are not stopping, and the store answers a ping.
+        """
+        problems: list[str] = []
+        if self._connection is None or self._connection.is_closed:
+            problems.append("broker: not connected")
+        elif self._channel is None or self._channel.is_closed:
+            problems.append("broker: channel closed (reconnecting)")
+        elif self._stop.is_set():
+            problems.append("consumer: stopping")
+        elif self._consumer_tag is None:
+            problems.append("consumer: not consuming")
+        elif not await self._subscribed():
+            problems.append("consumer: not subscribed on the current channel")
+        elif self._subscription_problem is not None:
+            problems.append(self._subscription_problem)
+        if self._store_ping is not None:
+            try:
+                await self._store_ping()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                problems.append(f"store: {type(error).__name__}")
+        return problems
+
+    async def _subscribed(self) -> bool:
+        """Whether our consumer tag is registered on the channel as it is now.
+
+        aio-pika's robust channel reopens after a reconnect, but it re-issues
+        ``basic.consume`` only for queues it declared itself; ours comes from
+        ``get_queue(ensure=False)``, so after a reconnect we may hold a tag the new
+        channel never heard of.
+        """
+        if self._channel is None or self._channel.is_closed or self._consumer_tag is None:
+            return False
+        try:
+            underlay = await self._channel.get_underlay_channel()
+        except Exception:
+            return False
+        if not isinstance(underlay, aiormq.Channel) or underlay.is_closed:
+            return False
+        return self._consumer_tag in underlay.consumers
+
+    async def _watch(self) -> None:
+        """Every ``watch_interval_s``: re-subscribe if the consumer was lost, sample
+        queue depths, and set the readiness gauge. Failures are logged and retried."""
+        while not self._stop.is_set():
+            await asyncio.sleep(self._watch_interval_s)
+            try:
+                await self._check_subscription()
+                await self._sample_queues()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("watchdog check failed: %s", type(error).__name__)
+            if self._metrics is not None:
+                self._metrics.set_ready(not await self.readiness_problems())
+
+    async def _check_subscription(self) -> None:
+        if self._stop.is_set() or self._queue is None or self._channel is None:
+            return
+        if self._channel.is_closed or await self._subscribed():
+            self._subscription_problem = None
+            return
+        self._subscription_problem = "consumer: lost after reconnect, re-subscribing"
+        log.warning("the channel came back without our consumer; consuming again",
+                    extra={"consumer_tag": self._consumer_tag})
+        self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
+        self.resubscriptions += 1
+        self._subscription_problem = None
+
+    async def _sample_queues(self) -> None:
+        """Passive declares on a channel of their own (a 404 closes the channel it ran on)."""
+        if self._connection is None or self._connection.is_closed:
+            return
+        if self._monitor is None or self._monitor.is_closed:
+            self._monitor = await self._connection.channel(publisher_confirms=False)
+        underlay = await self._monitor.get_underlay_channel()
+        work = await underlay.queue_declare(self._topology.work_queue, passive=True, timeout=5)
+        dead = await underlay.queue_declare(
+            self._topology.dead_letter_queue, passive=True, timeout=5
+        )
+        if work.consumer_count == 0 and self.consuming and self._subscription_problem is None:
+            # Seen by the broker, not only by our bookkeeping: no consumer at all.
+            self._subscription_problem = "consumer: the broker sees no consumer on the queue"
+        if self._metrics is not None:
+            self._metrics.set_queue_depth(QueueRole.WORK, work.message_count or 0)
+            self._metrics.set_queue_depth(QueueRole.DEAD_LETTER, dead.message_count or 0)
+
     async def _stop_consuming(self) -> None:
+        """basic.cancel, then wait up to ``drain_timeout_s`` for in-flight deliveries.
+
+        Deliveries the broker pushed before the cancel but we had not started stay
+        unacked and return to the queue when the connection closes.
+        """
         tag, self._consumer_tag = self._consumer_tag, None
-        if tag is not None and self._queue is not None and self._channel is not None:
-            if not self._channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._queue.cancel(tag))
-        deadline = time.monotonic() + self._drain_timeout_s
-        while self._in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        channel_open = self._channel is not None and not self._channel.is_closed
+        if tag is not None and self._queue is not None and channel_open:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(self._queue.cancel(tag), timeout=5.0))
+        started = time.monotonic()
         if self._in_flight:
-            log.warning("shutdown: %d deliveries still in flight are left to requeue", self._in_flight)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=self._drain_timeout_s)
+        if self._in_flight:
+            log.warning(
+                "shutdown: deliveries still in flight are left to requeue",
+                extra={"in_flight": self._in_flight},
+            )
+        else:
+            log.info("shutdown: drained", extra={"seconds": round(time.monotonic() - started, 3)})
 
     async def aclose(self) -> None:
         """Close; closing twice is harmless. Unacked deliveries return to the queue."""
@@ -161,11 +296,14 @@ class Consumer:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._in_flight += 1
+        self._idle.clear()
         self._last_activity = time.monotonic()
         try:
             await self._handle(message)
         finally:
             self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
             self._last_activity = time.monotonic()
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
@@ -179,8 +317,12 @@ class Consumer:
             raise
         except Exception:
             # Our bug, not the sender's: requeue; the delivery limit catches poison.
-            log.exception("processing failed unexpectedly", extra={"message_id": message.message_id})
+            log.exception(
+                "processing failed unexpectedly", extra={"message_id": message.message_id}
+            )
             self.counts["requeued"] += 1
+            if self._metrics is not None:
+                self._metrics.observe_requeued()
             await message.nack(requeue=True)
             return
 
@@ -202,6 +344,8 @@ class Consumer:
                 "reason": outcome.reason.value if outcome.reason else None,
             },
         )
+        if self._metrics is not None:
+            self._metrics.observe_outcome(outcome, time.monotonic() - started)
         if self._on_outcome is not None:
             self._on_outcome(outcome, time.monotonic() - started)
 
@@ -215,8 +359,19 @@ class Consumer:
             sender_her_id=outcome.sender_her_id,
         )
         # Confirm first, then ack: a crash in between leaves a redelivery, never a loss.
-        await self._dead_letters.publish(
-            dead, routing_key=self._topology.dead_letter_queue, mandatory=True
+        # An unconfirmed dead letter raises here and the original stays unacked.
+        await publish_confirmed(
+            self._dead_letters, dead, routing_key=self._topology.dead_letter_queue
+        )
+        # The receipt never blocks the ack: it logs its own failures and returns.
+        await send_rejection_receipt(
+            self._receipts,
+            message_id=message.message_id,
+            reason=reason,
+            description=outcome.description,
+            sender_her_id=outcome.sender_her_id,
+            event_id=outcome.event_id,
+            event_type=outcome.event_type,
         )
         await message.ack()
 
@@ -240,8 +395,8 @@ class Consumer:
         copy = retry_message(
             message, attempt=attempt + 1, delay_s=delay, description=outcome.description
         )
-        await self._retries.publish(
-            copy, routing_key=self._topology.retry_queue(attempt), mandatory=True
+        await publish_confirmed(
+            self._retries, copy, routing_key=self._topology.retry_queue(attempt)
         )
         await message.ack()
         return outcome

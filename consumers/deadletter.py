@@ -13,15 +13,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from pamqp.commands import Basic
 
-from contracts.errors import Reason
+from contracts.errors import PublishNacked, Reason, Unroutable
 
 __all__ = [
+    "FAILURE_HEADERS",
     "HEADER_ATTEMPT",
     "HEADER_REASON",
     "HEADER_REPLAY_COUNT",
     "dead_letter_message",
+    "publish_confirmed",
     "retry_message",
 ]
 
@@ -41,16 +44,56 @@ HEADER_REPLAY_COUNT = "x-kpr-replay-count"
 
 # Headers the broker or earlier hops set, which must not travel into a new hop: RabbitMQ
 # 4.x ignores client-set x-death and a message republished with it can be dropped.
-_BROKER_HEADERS = frozenset({"x-death", "x-first-death-exchange", "x-first-death-queue",
-                             "x-first-death-reason", "x-last-death-exchange",
-                             "x-last-death-queue", "x-last-death-reason", "x-delivery-count"})
+_BROKER_HEADERS = frozenset(
+    {
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+        "x-delivery-count",
+    }
+)
+
+
+# What one failure wrote: a replay drops these (and the broker headers) so that the next
+# failure describes itself; the replay count alone travels on.
+FAILURE_HEADERS = frozenset({HEADER_REASON, HEADER_DESCRIPTION, HEADER_DEAD_LETTERED_AT,
+                             HEADER_HOST, HEADER_VERSION, HEADER_ORIGINAL_EXCHANGE,
+                             HEADER_ORIGINAL_ROUTING_KEY, HEADER_ORIGINAL_MESSAGE_ID,
+                             HEADER_SENDER_HER_ID, HEADER_ATTEMPT, HEADER_RETRY_HISTORY})
+BROKER_HEADERS = _BROKER_HEADERS
+
+
+async def publish_confirmed(
+    exchange: AbstractExchange, message: aio_pika.Message, *, routing_key: str
+) -> None:
+    """Publish with ``mandatory`` and return only on a positive broker confirm.
+
+    On a channel without ``on_return_raises`` aio-pika reports a returned (unroutable)
+    message as a normal result, so the confirm frame is checked here: anything but
+    ``Basic.Ack`` raises :class:`Unroutable` / :class:`PublishNacked`, and the caller
+    must not ack the original.
+    """
+    result: object = await exchange.publish(
+        message, routing_key=routing_key, mandatory=True
+    )
+    if isinstance(result, Basic.Ack):
+        return
+    if isinstance(result, Basic.Nack | Basic.Reject):
+        raise PublishNacked("the broker refused the message")
+    raise Unroutable(f"the broker could not route the message to {routing_key}")
 
 
 def _carried_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
     return {k: v for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS}
 
 
-def _copy(message: AbstractIncomingMessage, headers: Mapping[str, Any], **overrides: Any) -> aio_pika.Message:
+def _copy(
+    message: AbstractIncomingMessage, headers: Mapping[str, Any], **overrides: Any
+) -> aio_pika.Message:
     return aio_pika.Message(
         message.body,
         headers=dict(headers),

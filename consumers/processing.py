@@ -26,6 +26,7 @@ from consumers.opener import Opener, VerifiedEvent
 from consumers.pseudonym import Pseudonymiser
 from consumers.store import ApplyResult, EventRecord, PathwayStore, RejectionRecord
 from contracts.errors import Reason, Rejected, TransientFailure
+from contracts.events import Event
 
 __all__ = ["Disposition", "Outcome", "Processor", "pseudonymise"]
 
@@ -55,13 +56,12 @@ class Outcome:
         return self.disposition in (Disposition.COMMITTED, Disposition.DUPLICATE)
 
 
-def pseudonymise(verified: VerifiedEvent, pseudonymiser: Pseudonymiser, message_id: str) -> EventRecord:
+def pseudonymise(event: Event, pseudonymiser: Pseudonymiser, message_id: str) -> EventRecord:
     """The stored form of an event: the national id replaced by its keyed pseudonym.
 
     The digest that detects conflicting duplicates is keyed too, so it cannot be used
     to test guesses of the id either.
     """
-    event = verified.event
     payload = event.model_dump(mode="json")
     person = payload["person"]
     person["person_key"] = pseudonymiser.pseudonym(person.pop("national_id"))
@@ -103,7 +103,7 @@ class Processor:
             if not message_id:
                 raise _missing_message_id()
             verified = self._opener.open(body, message_id=message_id, from_her_id=from_her_id)
-            record = pseudonymise(verified, self._pseudonymiser, message_id)
+            record = pseudonymise(verified.event, self._pseudonymiser, message_id)
             result = await self._store.apply(record)
         except Rejected as rejection:
             await self._record_rejection(rejection, verified, message_id, from_her_id)
@@ -150,7 +150,9 @@ class Processor:
                 )
             )
         except TransientFailure:
-            log.warning("could not record a rejection for the reports", extra={"message_id": message_id})
+            log.warning(
+                "could not record a rejection for the reports", extra={"message_id": message_id}
+            )
 
     @staticmethod
     def _outcome(

@@ -19,11 +19,12 @@ the same moment cannot overwrite each other's projection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum, unique
 from pathlib import Path
 from types import TracebackType
@@ -31,7 +32,14 @@ from typing import Any, Protocol, Self
 
 import orjson
 
-from consumers.pathways import StoredEventRow, effective_content, project_stay
+from consumers.pathways import (
+    ConsultationProjection,
+    StayProjection,
+    StoredEventRow,
+    effective_content,
+    project_consultation,
+    project_stay,
+)
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
 
 __all__ = [
@@ -155,6 +163,18 @@ _SCHEMA = [
         detail TEXT NOT NULL,
         PRIMARY KEY (unit_org, stay_id))""",
     "CREATE INDEX IF NOT EXISTS stays_person ON stays (person_key)",
+    """CREATE TABLE IF NOT EXISTS consultations (
+        record_key TEXT PRIMARY KEY,
+        person_key TEXT NOT NULL,
+        service_area TEXT NOT NULL,
+        unit_org TEXT NOT NULL,
+        municipality TEXT NOT NULL,
+        consultation_at TEXT NOT NULL,
+        programme_consultation TEXT NOT NULL,
+        status TEXT NOT NULL,
+        birth_date TEXT NOT NULL,
+        measured INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS consultations_person ON consultations (person_key)",
     """CREATE TABLE IF NOT EXISTS rejections (
         message_id TEXT PRIMARY KEY,
         reason TEXT NOT NULL,
@@ -180,6 +200,37 @@ ON CONFLICT (unit_org, stay_id) DO UPDATE SET
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _stay_from_row(row: Sequence[Any]) -> StayProjection:
+    detail = orjson.loads(row[6])
+    return StayProjection(
+        unit_org=row[0],
+        stay_id=row[1],
+        person_key=row[2],
+        municipality=row[3],
+        admitted_at=datetime.fromisoformat(row[4]) if row[4] else None,
+        discharged_at=datetime.fromisoformat(row[5]) if row[5] else None,
+        admission_diagnoses=detail["admission_diagnoses"],
+        discharge_diagnoses=detail["discharge_diagnoses"],
+        referred_by=detail["referred_by"],
+        discharged_to=detail["discharged_to"],
+    )
+
+
+def _consultation_from_row(row: Sequence[Any]) -> ConsultationProjection:
+    return ConsultationProjection(
+        record_key=row[0],
+        person_key=row[1],
+        service_area=row[2],
+        unit_org=row[3],
+        municipality=row[4],
+        consultation_at=datetime.fromisoformat(row[5]),
+        programme_consultation=row[6],
+        status=row[7],
+        birth_date=row[8],
+        measured=bool(row[9]),
+    )
 
 
 class _Dialect(Protocol):
@@ -221,18 +272,22 @@ class SqlStore:
         with self._lock:
             connection, self._connection = self._connection, None
             if connection is not None:
-                try:
+                with contextlib.suppress(Exception):  # a broken connection is closed already
                     connection.close()
-                except Exception:  # noqa: BLE001, S110 - a broken connection is closed already
-                    pass
 
     def _ensure_connection(self) -> Any:
         if self._connection is None:
             connection = self._dialect.connect()
-            cursor = connection.cursor()
-            for statement in _SCHEMA:
-                cursor.execute(statement)
-            connection.commit()
+            try:
+                cursor = connection.cursor()
+                # Several consumers starting at once must not race on CREATE TABLE.
+                self._dialect.lock(cursor, "schema")
+                for statement in _SCHEMA:
+                    cursor.execute(statement)
+                connection.commit()
+            except BaseException:
+                connection.close()
+                raise
             self._connection = connection
         return self._connection
 
@@ -255,16 +310,16 @@ class SqlStore:
     def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            try:
+            with contextlib.suppress(Exception):  # it is broken already
                 connection.close()
-            except Exception:  # noqa: BLE001, S110 - it is broken already
-                pass
 
     async def ping(self) -> None:
         await self._run(lambda connection: connection.cursor().execute("SELECT 1"))
 
     async def apply(self, record: EventRecord) -> ApplyResult:
-        result: ApplyResult = await self._run(lambda connection: self._apply_sync(connection, record))
+        result: ApplyResult = await self._run(
+            lambda connection: self._apply_sync(connection, record)
+        )
         return result
 
     def _apply_sync(self, connection: Any, record: EventRecord) -> ApplyResult:
@@ -349,14 +404,15 @@ class SqlStore:
         )
         if record.stay_id is not None:
             self._project_stay(cursor, record.unit_org, record.stay_id)
+        if record.event_type == "hst.consultation":
+            self._project_consultation(cursor, record.record_key)
         return ApplyResult.COMMITTED
 
     def _rows(self, cursor: Any, where: str, params: Sequence[Any]) -> list[StoredEventRow]:
+        # ``where`` is one of this module's constant fragments; values are parameters
+        query = f"SELECT event_id, revision, record_key, correction, event_type, payload FROM events WHERE {where}"  # noqa: E501, S608
         cursor.execute(
-            self._dialect.sql(
-                "SELECT event_id, revision, record_key, correction, event_type, payload"
-                f" FROM events WHERE {where}"
-            ),
+            self._dialect.sql(query),
             tuple(params),
         )
         return [
@@ -416,6 +472,34 @@ class SqlStore:
             ),
         )
 
+    def _project_consultation(self, cursor: Any, record_key: str) -> None:
+        sql = self._dialect.sql
+        consultation = project_consultation(
+            record_key, effective_content(self._rows(cursor, "record_key = ?", (record_key,)))
+        )
+        cursor.execute(sql("DELETE FROM consultations WHERE record_key = ?"), (record_key,))
+        if consultation is None:
+            return
+        cursor.execute(
+            sql(
+                "INSERT INTO consultations (record_key, person_key, service_area, unit_org,"
+                " municipality, consultation_at, programme_consultation, status, birth_date,"
+                " measured) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (
+                consultation.record_key,
+                consultation.person_key,
+                consultation.service_area,
+                consultation.unit_org,
+                consultation.municipality,
+                _iso(consultation.consultation_at),
+                consultation.programme_consultation,
+                consultation.status,
+                consultation.birth_date,
+                1 if consultation.measured else 0,
+            ),
+        )
+
     async def record_rejection(self, rejection: RejectionRecord) -> None:
         def write(connection: Any) -> None:
             cursor = connection.cursor()
@@ -439,15 +523,118 @@ class SqlStore:
 
         await self._run(write)
 
+    async def person_pathways(
+        self, person_key: str
+    ) -> tuple[list[StayProjection], list[ConsultationProjection]]:
+        """A person's stays and consultations (by pseudonym), in clinical order."""
+
+        def read(connection: Any) -> tuple[list[StayProjection], list[ConsultationProjection]]:
+            cursor = connection.cursor()
+            cursor.execute(
+                self._dialect.sql(
+                    "SELECT unit_org, stay_id, person_key, municipality, admitted_at,"
+                    " discharged_at, detail FROM stays WHERE person_key = ?"
+                    " ORDER BY COALESCE(admitted_at, discharged_at)"
+                ),
+                (person_key,),
+            )
+            stays = [_stay_from_row(row) for row in cursor.fetchall()]
+            cursor.execute(
+                self._dialect.sql(
+                    "SELECT record_key, person_key, service_area, unit_org, municipality,"
+                    " consultation_at, programme_consultation, status, birth_date, measured"
+                    " FROM consultations WHERE person_key = ? ORDER BY consultation_at"
+                ),
+                (person_key,),
+            )
+            consultations = [_consultation_from_row(row) for row in cursor.fetchall()]
+            connection.commit()
+            return stays, consultations
+
+        result: tuple[list[StayProjection], list[ConsultationProjection]] = await self._run(read)
+        return result
+
+    async def all_pathways(self) -> tuple[list[StayProjection], list[ConsultationProjection]]:
+        """Every stay and consultation, in a stable order (for reports and comparisons)."""
+
+        def read(connection: Any) -> tuple[list[StayProjection], list[ConsultationProjection]]:
+            cursor = connection.cursor()
+            cursor.execute(
+                "SELECT unit_org, stay_id, person_key, municipality, admitted_at,"
+                " discharged_at, detail FROM stays ORDER BY unit_org, stay_id"
+            )
+            stays = [_stay_from_row(row) for row in cursor.fetchall()]
+            cursor.execute(
+                "SELECT record_key, person_key, service_area, unit_org, municipality,"
+                " consultation_at, programme_consultation, status, birth_date, measured"
+                " FROM consultations ORDER BY record_key"
+            )
+            consultations = [_consultation_from_row(row) for row in cursor.fetchall()]
+            connection.commit()
+            return stays, consultations
+
+        result: tuple[list[StayProjection], list[ConsultationProjection]] = await self._run(read)
+        return result
+
+    async def incomplete_stays(
+        self, *, older_than: timedelta, as_of: datetime
+    ) -> list[StayProjection]:
+        """Stays with one side only whose known side is older than ``older_than``."""
+        cutoff = _iso(as_of - older_than)
+
+        def read(connection: Any) -> list[StayProjection]:
+            cursor = connection.cursor()
+            cursor.execute(
+                self._dialect.sql(
+                    "SELECT unit_org, stay_id, person_key, municipality, admitted_at,"
+                    " discharged_at, detail FROM stays WHERE complete = 0"
+                    " AND COALESCE(admitted_at, discharged_at) < ?"
+                    " ORDER BY COALESCE(admitted_at, discharged_at)"
+                ),
+                (cutoff,),
+            )
+            rows = [_stay_from_row(row) for row in cursor.fetchall()]
+            connection.commit()
+            return rows
+
+        result: list[StayProjection] = await self._run(read)
+        return result
+
+    async def daily_counts(self) -> list[tuple[str, str, int, int]]:
+        """Per service municipality and day (of commit): committed and rejected counts."""
+
+        def read(connection: Any) -> list[tuple[str, str, int, int]]:
+            cursor = connection.cursor()
+            cursor.execute(
+                "SELECT municipality, SUBSTR(committed_at, 1, 10), COUNT(*) FROM events"
+                " GROUP BY municipality, SUBSTR(committed_at, 1, 10)"
+            )
+            counts: dict[tuple[str, str], list[int]] = {}
+            for municipality, day, committed in cursor.fetchall():
+                counts.setdefault((municipality, day), [0, 0])[0] = int(committed)
+            cursor.execute(
+                "SELECT COALESCE(municipality, 'unknown'), SUBSTR(rejected_at, 1, 10), COUNT(*)"
+                " FROM rejections GROUP BY COALESCE(municipality, 'unknown'),"
+                " SUBSTR(rejected_at, 1, 10)"
+            )
+            for municipality, day, rejected in cursor.fetchall():
+                counts.setdefault((municipality, day), [0, 0])[1] = int(rejected)
+            connection.commit()
+            return [(m, d, c, r) for (m, d), (c, r) in sorted(counts.items())]
+
+        result: list[tuple[str, str, int, int]] = await self._run(read)
+        return result
+
     async def summary(self) -> StoreSummary:
         def read(connection: Any) -> StoreSummary:
             cursor = connection.cursor()
+            cursor.execute("SELECT COUNT(*), COUNT(DISTINCT person_key) FROM events")
+            events, persons = cursor.fetchone()
+            cursor.execute("SELECT COUNT(*) FROM consultations")
+            (consultations,) = cursor.fetchone()
             cursor.execute(
-                "SELECT COUNT(*), COUNT(DISTINCT person_key),"
-                " SUM(CASE WHEN event_type = 'hst.consultation' THEN 1 ELSE 0 END) FROM events"
+                "SELECT COUNT(*), SUM(CASE WHEN complete = 0 THEN 1 ELSE 0 END) FROM stays"
             )
-            events, persons, consultations = cursor.fetchone()
-            cursor.execute("SELECT COUNT(*), SUM(CASE WHEN complete = 0 THEN 1 ELSE 0 END) FROM stays")
             stays, incomplete = cursor.fetchone()
             connection.commit()
             return StoreSummary(
@@ -468,7 +655,9 @@ class _SqliteDialect:
 
     def connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self._path, check_same_thread=False, isolation_level="DEFERRED")
+        connection = sqlite3.connect(
+            self._path, check_same_thread=False, isolation_level="DEFERRED"
+        )
         connection.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before apply() returns and the message is acked.
         connection.execute("PRAGMA synchronous=FULL")

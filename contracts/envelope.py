@@ -37,6 +37,7 @@ from enum import StrEnum, unique
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as symmetric_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -371,7 +372,7 @@ def _verify_signed(
     )
     if signer is None:
         raise UntrustedSigner("the signer certificate is not included in the message")
-    public_key = _rsa_public_key(signer)
+    public_key = _signer_public_key(signer)
     hash_algorithm = _HASHES[signed.digest_algorithm]()
     digest = hashes.Hash(hash_algorithm)
     digest.update(signed.content)
@@ -392,6 +393,19 @@ def _verify_signed(
         profile=profile,
         embedded_certificates=embedded,
     )
+
+
+def _signer_public_key(signer: x509.Certificate) -> rsa.RSAPublicKey:
+    """The signer's RSA key, after forcing the parts of the certificate that cryptography
+    parses lazily (key, extensions, signature algorithm), so a broken certificate is
+    MalformedMessage here and not a stray ValueError later in the trust checks."""
+    try:
+        signer.extensions  # noqa: B018 - accessed to parse
+        signer.signature_hash_algorithm  # noqa: B018 - accessed to parse
+        signer.public_key()
+    except (ValueError, CryptographyUnsupportedAlgorithm):
+        raise MalformedMessage("the signer certificate is not well formed") from None
+    return _rsa_public_key(signer)
 
 
 def _signature_padding(signed: _cms.ParsedSigned) -> padding.AsymmetricPadding:

@@ -29,7 +29,7 @@ from contracts.errors import MalformedMessage, RecipientMismatch
 
 __all__ = ["Letter", "Party", "check_binding", "decode_letter", "encode_letter"]
 
-LETTER_VERSION = 1
+LETTER_VERSION: Literal[1] = 1
 
 
 class Party(BaseModel):

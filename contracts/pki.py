@@ -49,8 +49,8 @@ __all__ = [
     "PkiDir",
     "create_crl",
     "dev_pki_files",
-    "enterprise_name",
     "ensure_dev_pki",
+    "enterprise_name",
     "generate_dev_pki",
     "load_certificate",
     "load_certificates",
@@ -168,7 +168,11 @@ class DevCa:
         key = key or new_rsa_key()
         name = enterprise_name(common_name, organisation="KPR Dev PKI", org_number=None)
         certificate = self.issue(
-            name, key.public_key(), ca_path_length=0, validity=timedelta(days=3000)
+            name,
+            key.public_key(),
+            ca_path_length=0,
+            not_before=datetime.now(UTC) - timedelta(days=1),
+            validity=timedelta(days=3000),
         )
         return DevCa(certificate, key)
 

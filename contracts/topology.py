@@ -137,9 +137,7 @@ class Topology:
         """Declare a sender's inbound exchange and bind it to the work exchange."""
         from aio_pika import ExchangeType
 
-        work = await channel.declare_exchange(
-            self.work_exchange, ExchangeType.DIRECT, durable=True
-        )
+        work = await channel.declare_exchange(self.work_exchange, ExchangeType.DIRECT, durable=True)
         inbound = await channel.declare_exchange(
             self.inbound_exchange(sender_her_id), ExchangeType.DIRECT, durable=True
         )

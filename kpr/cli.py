@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kpr.commands.synth",
     "kpr.commands.crypto",
     "kpr.commands.pki",
+    "kpr.commands.report",
 )
 
 

@@ -1,17 +1,27 @@
 """Configuration from the environment (and matching command-line options).
 
-| variable                     | meaning                                                  | default |
-|------------------------------|----------------------------------------------------------|---------|
-| ``KPR_AMQP_URL``             | broker URL (``amqps://`` for TLS)                        | local   |
-| ``KPR_STORE_URL``            | SQLite path / ``sqlite:///path`` or ``postgresql://...`` | ``.kpr/pathways.sqlite3`` |
-| ``KPR_PKI_DIR``              | a directory laid out as ``kpr pki dev`` writes it        | ``.kpr/pki`` |
-| ``KPR_ENVIRONMENT``          | ``production`` (default, fails safe) or ``test``         | production |
-| ``KPR_REGISTER_HER_ID``      | the register's HER-id (our own, as receiver)             | 8133973 |
-| ``KPR_PROFILE``              | sender's CMS profile: ``national`` or ``strict``         | national |
-| ``KPR_PSEUDONYM_KEY_FILE``   | file with the pseudonym key (hex, >= 32 bytes)           | ``$KPR_STATE_DIR/pseudonym.key`` in test |
-| ``KPR_AUTHORISATION_FILE``   | JSON ``{signer_org: [unit_org, ...]}``                   | units report for themselves |
-| ``KPR_STATE_DIR``            | where the demo keeps its broker, PKI, store and keys     | ``.kpr`` |
-| ``KPR_METRICS_PORT``         | HTTP port for ``/metrics``, ``/healthz``, ``/readyz``    | off |
+- ``KPR_AMQP_URL``: broker URL (``amqps://`` for TLS); default a local broker.
+- ``KPR_STORE_URL``: SQLite path, ``sqlite:///path`` or ``postgresql://...``;
+  default ``$KPR_STATE_DIR/pathways.sqlite3``.
+- ``KPR_PKI_DIR``: a directory laid out as ``kpr pki dev`` writes it;
+  default ``$KPR_STATE_DIR/pki``.
+- ``KPR_ENVIRONMENT``: ``production`` (the default, fails safe) or ``test``.
+- ``KPR_REGISTER_HER_ID``: the register's HER-id (ours, as receiver); default 8133973.
+- ``KPR_PROFILE``: the sender's CMS profile, ``national`` (default) or ``strict``.
+- ``KPR_PSEUDONYM_KEY_FILE``: the pseudonym key (hex, >= 32 bytes); required in production,
+  ``$KPR_STATE_DIR/pseudonym.key`` (created) in test.
+- ``KPR_AUTHORISATION_FILE``: JSON ``{signer_org: [unit_org, ...]}``; without it a unit
+  may only report for itself.
+- ``KPR_STATE_DIR``: where the demo keeps broker, PKI, store and keys; default ``.kpr``.
+- ``KPR_METRICS_PORT``: HTTP port for ``/metrics``, ``/healthz``, ``/readyz``; default off.
+- ``KPR_QUEUE_PREFIX``: prefix of every exchange and queue name (tests, benchmarks).
+- ``KPR_DRAIN_TIMEOUT``: seconds a stopping consumer / producer waits for in-flight
+  messages (SIGTERM); default 30.
+- ``KPR_AMQP_CA_FILE``: CA bundle that verifies the broker's TLS certificate; setting it
+  turns TLS on (the URL must then be ``amqps://``; TLS 1.2 or 1.3 only).
+- ``KPR_AMQP_CLIENT_CERT``, ``KPR_AMQP_CLIENT_KEY``: a TLS client certificate and key;
+  with them the client logs in with SASL EXTERNAL (the broker maps the certificate's
+  common name to a user) instead of the URL's user and password.
 
 Production certificates are set file by file, overriding ``KPR_PKI_DIR``:
 ``KPR_SIGNER_CERT``, ``KPR_SIGNER_KEY``, ``KPR_SIGNER_CHAIN``, ``KPR_RECIPIENT_CERT`` (producer);
@@ -27,6 +37,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cryptography import x509
+
+from contracts.connection import TlsSettings
 from contracts.envelope import DecryptionKey, Profile, SigningIdentity
 from contracts.events import Environment
 from contracts.pki import PkiDir, load_certificate, load_certificates, load_private_key
@@ -36,6 +49,10 @@ from contracts.trust import FileCrlSource, SenderAuthorisation, TrustStore
 __all__ = ["Settings"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def _paths(value: str | None) -> list[Path]:
@@ -55,6 +72,10 @@ class Settings:
     authorisation_file: Path | None = None
     metrics_port: int | None = None
     queue_prefix: str = ""
+    drain_timeout_s: float = 30.0
+    amqp_ca_file: Path | None = None
+    amqp_client_cert: Path | None = None
+    amqp_client_key: Path | None = None
     env: Mapping[str, str] | None = None
 
     @classmethod
@@ -76,6 +97,10 @@ class Settings:
             authorisation_file=Path(authorisation) if authorisation else None,
             metrics_port=int(metrics_port) if metrics_port else None,
             queue_prefix=env.get("KPR_QUEUE_PREFIX", ""),
+            drain_timeout_s=float(env.get("KPR_DRAIN_TIMEOUT", "30")),
+            amqp_ca_file=_path(env.get("KPR_AMQP_CA_FILE")),
+            amqp_client_cert=_path(env.get("KPR_AMQP_CLIENT_CERT")),
+            amqp_client_key=_path(env.get("KPR_AMQP_CLIENT_KEY")),
             env=env,
         )
 
@@ -86,6 +111,26 @@ class Settings:
     def _get(self, name: str) -> str | None:
         return (self.env or {}).get(name)
 
+    def tls_settings(self) -> TlsSettings | None:
+        """TLS to the broker, or ``None`` for plain AMQP (no ``KPR_AMQP_CA_FILE``).
+
+        Raises ``ValueError`` for a client key without a certificate, or TLS settings
+        with a non-``amqps://`` URL (a configuration that would silently not encrypt).
+        """
+        if self.amqp_ca_file is None:
+            if self.amqp_client_cert is not None or self.amqp_client_key is not None:
+                raise ValueError("KPR_AMQP_CLIENT_CERT / _KEY need KPR_AMQP_CA_FILE")
+            return None
+        if self.amqp_client_key is not None and self.amqp_client_cert is None:
+            raise ValueError("KPR_AMQP_CLIENT_KEY is set without KPR_AMQP_CLIENT_CERT")
+        if not self.amqp_url.startswith("amqps://"):
+            raise ValueError("KPR_AMQP_CA_FILE is set but KPR_AMQP_URL is not amqps://")
+        return TlsSettings(
+            ca_file=self.amqp_ca_file,
+            client_cert=self.amqp_client_cert,
+            client_key=self.amqp_client_key,
+        )
+
     def topology(self) -> Topology:
         return Topology(register_her_id=self.register_her_id, prefix=self.queue_prefix)
 
@@ -94,11 +139,12 @@ class Settings:
     def signing_identity(self) -> SigningIdentity:
         cert, key = self._get("KPR_SIGNER_CERT"), self._get("KPR_SIGNER_KEY")
         if cert and key:
-            chain = tuple(c for p in _paths(self._get("KPR_SIGNER_CHAIN")) for c in load_certificates(p))
+            chain_files = _paths(self._get("KPR_SIGNER_CHAIN"))
+            chain = tuple(c for path in chain_files for c in load_certificates(path))
             return SigningIdentity(load_certificate(Path(cert)), load_private_key(Path(key)), chain)
         return PkiDir.load(self.pki_dir).sender.signing_identity
 
-    def recipient_certificate(self):  # type: ignore[no-untyped-def]
+    def recipient_certificate(self) -> x509.Certificate:
         cert = self._get("KPR_RECIPIENT_CERT")
         if cert:
             return load_certificate(Path(cert))
@@ -115,7 +161,9 @@ class Settings:
         previous_key = self._get("KPR_DECRYPT_PREVIOUS_KEY")
         if previous_cert and previous_key:
             keys.append(
-                DecryptionKey(load_certificate(Path(previous_cert)), load_private_key(Path(previous_key)))
+                DecryptionKey(
+                    load_certificate(Path(previous_cert)), load_private_key(Path(previous_key))
+                )
             )
         return keys
 

@@ -16,6 +16,7 @@ Starting takes about 8 s on a 2-core machine (RabbitMQ 3.10, Erlang 25).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -28,7 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from kpr.localprocess import BlockingService, LocalServiceError, free_port, log_tail, port_accepts
+from kpr.localprocess import (
+    BlockingService,
+    LocalServiceError,
+    first_lines_containing,
+    free_port,
+    log_tail,
+    port_accepts,
+)
 
 __all__ = ["LocalRabbitCluster", "LocalRabbitMQ", "TlsListener", "rabbitmq_bin_dir"]
 
@@ -303,10 +311,13 @@ class LocalRabbitMQ(BlockingService):
             raise self._failure(f"did not finish booting: {error}") from error
 
     def _failure(self, what: str) -> LocalServiceError:
+        stdout_log = self.log_dir / "server-stdout.log"
         return LocalServiceError(
             f"RabbitMQ node {self._node_name} (AMQP port {self.amqp_port}, state {self.state_dir}) "
-            f"{what}.\n--- {self.log_file} (tail) ---\n{log_tail(self.log_file)}"
-            f"--- server stdout (tail) ---\n{log_tail(self.log_dir / 'server-stdout.log', 15)}"
+            f"{what}.\n--- first errors in {self.log_file} ---\n"
+            f"{first_lines_containing(self.log_file, '[error]') or '(none)'}\n"
+            f"--- {stdout_log} (tail) ---\n{log_tail(stdout_log, 6)}"
+            f"--- {self.log_file} (tail) ---\n{log_tail(self.log_file, 15)}"
         )
 
     def _stop_locked(self) -> None:
@@ -428,10 +439,18 @@ class LocalRabbitCluster(BlockingService):
             raise failures[0]
         seed = self.nodes[0].node_name
         for node in self.nodes[1:]:
+            if seed in self._members_seen_by(node):
+                continue  # started again on data that already knows the cluster
             node.ctl("stop_app")
             node.ctl("join_cluster", seed)
             node.ctl("start_app")
             node.ctl("await_startup")
+
+    @staticmethod
+    def _members_seen_by(node: LocalRabbitMQ) -> list[str]:
+        status = json.loads(node.ctl("cluster_status", "--formatter", "json"))
+        members: list[str] = status.get("disk_nodes", []) + status.get("ram_nodes", [])
+        return members
 
     def stop(self) -> None:
         """Stop every node, last first; harmless if they are not running."""

@@ -26,6 +26,7 @@ __all__ = [
     "BlockingService",
     "LocalServiceError",
     "docker_engine_available",
+    "first_lines_containing",
     "free_port",
     "log_tail",
     "port_accepts",
@@ -62,13 +63,31 @@ def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def log_tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a log file, or a note that it does not exist."""
+def log_tail(path: Path, lines: int = 40, width: int = 400) -> str:
+    """The last ``lines`` lines of a log (each cut to ``width``), or a note that it is missing."""
     try:
         with path.open(encoding="utf-8", errors="replace") as log:
-            return "".join(deque(log, maxlen=lines))
+            return "".join(line.rstrip("\n")[:width] + "\n" for line in deque(log, maxlen=lines))
     except OSError:
         return f"(no log at {path})"
+
+
+def first_lines_containing(path: Path, needle: str, limit: int = 6, width: int = 300) -> str:
+    """The first ``limit`` lines of a log holding ``needle``, each cut to ``width`` characters.
+
+    The first errors of a failed boot name the cause; the tail mostly shows the shutdown.
+    """
+    found: list[str] = []
+    try:
+        with path.open(encoding="utf-8", errors="replace") as log:
+            for line in log:
+                if needle in line:
+                    found.append(line.rstrip("\n")[:width] + "\n")
+                    if len(found) >= limit:
+                        break
+    except OSError:
+        return ""
+    return "".join(found)
 
 
 def docker_engine_available(timeout: float = 5.0) -> bool:

@@ -3,7 +3,7 @@
 Public API; nothing else in this package is meant to be imported from outside.
 """
 
-from producers.publisher import PublishOutcome, PublishReport, Publisher
+from producers.publisher import Publisher, PublishOutcome, PublishReport
 from producers.sealer import SealedMessage, Sealer, message_id_for
 
 __all__ = [

@@ -28,6 +28,7 @@ from contracts.connection import TlsSettings, connect
 from contracts.envelope import CONTENT_TYPE
 from contracts.errors import ConfirmTimeout, PublishFailed, PublishNacked, Unroutable
 from contracts.topology import Topology
+from producers.metrics import ProducerMetrics
 from producers.sealer import SealedMessage
 
 __all__ = ["PublishOutcome", "PublishReport", "Publisher"]
@@ -81,6 +82,7 @@ class Publisher:
         confirm_timeout_s: float = 30.0,
         declare: bool = True,
         exchange: str | None = None,
+        metrics: ProducerMetrics | None = None,
     ) -> None:
         """``exchange`` overrides the work exchange, e.g. the sender's inbound exchange
         when broker permissions allow it to write nowhere else (then ``declare=False``)."""
@@ -90,6 +92,7 @@ class Publisher:
         self._confirm_timeout_s = confirm_timeout_s
         self._declare = declare
         self._exchange_name = exchange or topology.work_exchange
+        self._metrics = metrics
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -123,11 +126,36 @@ class Publisher:
         if connection is not None and not connection.is_closed:
             await asyncio.shield(connection.close())
 
+    async def readiness_problems(self) -> list[str]:
+        """Why this publisher cannot publish now (empty: it can); for ``/readyz``."""
+        if self._connection is None or self._connection.is_closed:
+            return ["broker: not connected"]
+        if self._channel is None or self._channel.is_closed:
+            return ["broker: channel closed (reconnecting)"]
+        return []
+
     async def publish(self, sealed: SealedMessage) -> None:
         """Publish one message and wait for its confirm.
 
         Raises :class:`Unroutable`, :class:`PublishNacked` or :class:`ConfirmTimeout`.
+        With ``metrics``, counts it as published and in flight until it ends.
         """
+        if self._metrics is None:
+            await self._publish(sealed)
+            return
+        self._metrics.observe_sent()
+        # A cancelled publish ended without an answer: unknown, like a lost confirm.
+        error: PublishFailed | None = ConfirmTimeout("cancelled before the confirm")
+        try:
+            await self._publish(sealed)
+            error = None
+        except PublishFailed as failure:
+            error = failure
+            raise
+        finally:
+            self._metrics.observe_finished(error)
+
+    async def _publish(self, sealed: SealedMessage) -> None:
         if self._exchange is None:
             raise RuntimeError("Publisher is not open")
         message = aio_pika.Message(

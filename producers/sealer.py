@@ -10,9 +10,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from aio_pika.abc import FieldValue
 from cryptography import x509
 
-from contracts.envelope import CONTENT_TYPE, Profile, SigningIdentity, seal
+from contracts.envelope import Profile, SigningIdentity, seal
 from contracts.events import Event, encode_event
 from contracts.letter import Party, encode_letter
 from contracts.pki import org_number_of
@@ -44,7 +45,7 @@ class SealedMessage:
     recipient_her_id: int
     created_at: datetime
 
-    def headers(self) -> dict[str, str | int]:
+    def headers(self) -> dict[str, FieldValue]:
         return {
             "fromHerId": self.sender_her_id,
             "toHerId": self.recipient_her_id,

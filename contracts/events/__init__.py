@@ -39,6 +39,7 @@ from contracts.events.codes import (
     ServiceArea,
     Sex,
     Theme,
+    norwegian_label,
 )
 from contracts.events.diagnoses import DiagnosisCodeLists, default_code_lists, load_code_lists
 from contracts.events.hst import (
@@ -99,6 +100,7 @@ __all__ = [
     "default_code_lists",
     "encode_event",
     "load_code_lists",
+    "norwegian_label",
     "parse_event",
     "parse_national_id",
 ]

@@ -24,6 +24,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -52,11 +53,14 @@ __all__ = [
     "ContractModel",
     "Environment",
     "EventBase",
+    "EventTime",
     "HerId",
     "MunicipalityNumber",
     "OrgNumber",
     "Person",
     "ServiceUnit",
+    "StrictCount",
+    "TextDate",
     "ValidationRules",
     "check_event_time",
     "rule_error",
@@ -165,6 +169,20 @@ def _municipality(value: str) -> str:
         raise _from_violation(error) from None
 
 
+def _not_a_number(value: object) -> object:
+    # Pydantic reads numbers as Unix timestamps; the contract's times and dates are text.
+    if isinstance(value, int | float):
+        raise rule_error("datetime-type", "a date or time must be an ISO 8601 string")
+    return value
+
+
+EventTime = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
+"""An ISO 8601 date-time with a UTC offset (never a number)."""
+TextDate = Annotated[date, BeforeValidator(_not_a_number)]
+"""An ISO 8601 date (never a number)."""
+StrictCount = Annotated[int, Field(strict=True)]
+"""An integer given as a JSON integer (not a string, float or boolean)."""
+
 OrgNumber = Annotated[
     str,
     AfterValidator(_org_number),
@@ -179,6 +197,7 @@ OrgNumber = Annotated[
 ]
 HerId = Annotated[
     int,
+    Field(strict=True),
     AfterValidator(_her_id),
     WithJsonSchema(
         {
@@ -229,28 +248,24 @@ class Person(ContractModel):
         json_schema_extra={"pattern": "^[0-9]{11}$"},
     )
     sex: Sex
-    birth_date: date = Field(description="Must agree with the date in the national id.")
+    birth_date: TextDate = Field(description="Must agree with the date in the national id.")
     home_municipality: MunicipalityNumber = Field(description="Bostedskommune.")
 
-    @field_validator("national_id")
-    @classmethod
-    def _check_national_id(cls, value: str, info: ValidationInfo) -> str:
+    @model_validator(mode="after")
+    def _check_national_id(self, info: ValidationInfo) -> Person:
+        # One model validator rather than a field validator plus this one, so the id is
+        # parsed once per event (this runs for every message the consumer takes).
         rules = rules_of(info)
         try:
-            parsed = parse_national_id(value, today=rules.current_time().date())
+            parsed = parse_national_id(self.national_id, today=rules.current_time().date())
         except ContractViolation as error:
-            raise _from_violation(error) from None
+            raise _from_violation(error, "national_id") from None
         if parsed.kind is NationalIdKind.SYNTHETIC and rules.environment is not Environment.TEST:
             raise rule_error(
                 "synthetic-id-in-production",
                 "synthetic test identities are refused outside the test environment",
+                "national_id",
             )
-        return value
-
-    @model_validator(mode="after")
-    def _check_birth_date(self, info: ValidationInfo) -> Person:
-        rules = rules_of(info)
-        parsed = parse_national_id(self.national_id, today=rules.current_time().date())
         if parsed.birth_date != self.birth_date:
             raise rule_error(
                 "birth-date-mismatch",
@@ -268,12 +283,22 @@ class ServiceUnit(ContractModel):
     address: str | None = Field(default=None, min_length=1, max_length=300)
 
 
+def _event_type_is_required(schema: dict[str, Any]) -> None:
+    # event_type has a default so code can build events, but on the wire it is the
+    # discriminator and must be sent.
+    required = schema.setdefault("required", [])
+    if "event_type" in schema.get("properties", {}) and "event_type" not in required:
+        required.insert(0, "event_type")
+
+
 class EventBase(ContractModel):
     """The envelope metadata every event carries."""
 
+    model_config = ConfigDict(json_schema_extra=_event_type_is_required)
+
     schema_version: Literal[1] = Field(description="Version of this contract.")
     event_id: UUID = Field(description="Unique id of this event, set by the source system.")
-    revision: int = Field(
+    revision: StrictCount = Field(
         ge=1, description="Revision of the record: 1 for the original, then 2, 3, ..."
     )
     correction: CorrectionKind = Field(
@@ -289,10 +314,10 @@ class EventBase(ContractModel):
     )
     sender_her_id: HerId
     sender_org_number: OrgNumber
-    registered_at: AwareDatetime = Field(
+    registered_at: EventTime = Field(
         description="When the source system registered the record (with UTC offset)."
     )
-    person: Person
+    person: Person = Field(description="The person the event is about.")
 
     @field_validator("registered_at")
     @classmethod

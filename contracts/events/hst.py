@@ -13,13 +13,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from contracts.events._common import (
     ContractModel,
     EventBase,
+    EventTime,
     MunicipalityNumber,
     ServiceUnit,
+    StrictCount,
     check_event_time,
     rule_error,
 )
@@ -216,20 +218,22 @@ class ThemeAssessment(ContractModel):
 class HstConsultation(EventBase):
     """One consultation (or a booked one that did not take place) in the HST services."""
 
-    event_type: Literal["hst.consultation"] = "hst.consultation"
+    event_type: Literal["hst.consultation"] = Field(
+        default="hst.consultation", description="Discriminator: always hst.consultation."
+    )
     service_area: ServiceArea
     unit: ServiceUnit = Field(description="The service unit (virksomhet).")
     service_municipality: MunicipalityNumber = Field(
         description="The municipality that delivers the service (tjenestekommune)."
     )
-    consultation_at: AwareDatetime = Field(
+    consultation_at: EventTime = Field(
         description="Date and time of the consultation (with UTC offset); not before birth."
     )
     place: ConsultationPlace = Field(description="remote exactly when the form is not attended.")
     programme_consultation: ProgrammeConsultation = Field(
         description="The consultation in the national programme; must belong to the service area."
     )
-    pregnancy_week: int | None = Field(
+    pregnancy_week: StrictCount | None = Field(
         default=None,
         ge=1,
         le=45,

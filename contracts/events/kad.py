@@ -13,12 +13,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from contracts.errors import ContractViolation
 from contracts.events._common import (
     ContractModel,
     EventBase,
+    EventTime,
     HerId,
     MunicipalityNumber,
     OrgNumber,
@@ -87,7 +88,7 @@ class _KadStay(EventBase):
         "inter-municipal unit), no repeats.",
     )
     stay_id: StayId
-    admitted_at: AwareDatetime = Field(description="Admission date and time (with UTC offset).")
+    admitted_at: EventTime = Field(description="Admission date and time (with UTC offset).")
 
     @field_validator("admitted_at")
     @classmethod
@@ -109,7 +110,9 @@ class _KadStay(EventBase):
 class KadAdmission(_KadStay):
     """A patient admitted to a KAD/ØHD bed."""
 
-    event_type: Literal["kad.admission"] = "kad.admission"
+    event_type: Literal["kad.admission"] = Field(
+        default="kad.admission", description="Discriminator: always kad.admission."
+    )
     admission_diagnoses: Diagnoses = Field(description="Set by the admitting doctor.")
     referred_by: Counterpart = Field(description="Referring unit (henvisende virksomhet).")
 
@@ -126,8 +129,10 @@ class KadAdmission(_KadStay):
 class KadDischarge(_KadStay):
     """A patient discharged from a KAD/ØHD bed. Repeats the admission time of the stay."""
 
-    event_type: Literal["kad.discharge"] = "kad.discharge"
-    discharged_at: AwareDatetime = Field(description="Discharge date and time (with UTC offset).")
+    event_type: Literal["kad.discharge"] = Field(
+        default="kad.discharge", description="Discriminator: always kad.discharge."
+    )
+    discharged_at: EventTime = Field(description="Discharge date and time (with UTC offset).")
     discharge_diagnoses: Diagnoses = Field(description="Set by the doctor in the unit.")
     discharged_to: Counterpart = Field(description="Discharged to (utskrevet til).")
 

@@ -55,6 +55,10 @@ _RULE_NAMES: Final[dict[str, str]] = {
 }
 # A last guard: no run of 11 digits (a national id) ever leaves in a description.
 _ELEVEN_DIGITS: Final = re.compile(r"\d{11}")
+# Field names come from the input too (an unknown key could be anything, even a national
+# id): only plain names pass through into `field`; others are replaced.
+_PLAIN_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_LONG_DIGIT_RUN: Final = re.compile(r"\d{6}")
 _MAX_LISTED = 10
 
 
@@ -65,10 +69,19 @@ def event_adapter(
     return _ADAPTERS[schema_version]
 
 
+def _safe_part(part: str | int) -> str:
+    if isinstance(part, int):
+        return str(part)
+    if _PLAIN_NAME.fullmatch(part) and not _LONG_DIGIT_RUN.search(part):
+        return part
+    return "<unnamed>"
+
+
 def _field_and_rule(error: ErrorDetails) -> tuple[str, str]:
-    location = [str(part) for part in error["loc"]]
-    if location and location[0] in EVENT_TYPES:
-        location = location[1:]  # the discriminated union's tag, not a field
+    parts = list(error["loc"])
+    if parts and parts[0] in EVENT_TYPES:
+        parts = parts[1:]  # the discriminated union's tag, not a field
+    location = [_safe_part(part) for part in parts]
     context = error.get("ctx") or {}
     refinement = context.get("field")
     if isinstance(refinement, str) and refinement:

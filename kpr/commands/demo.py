@@ -38,11 +38,16 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="end-to-end run on an embedded default")
     parser.add_argument("--count", type=int, default=200, help="synthetic events (default 200)")
     parser.add_argument("--seed", type=int, default=2017, help="synthetic data seed")
-    parser.add_argument("--tampered", type=int, default=2,
-                        help="tampered messages to publish, to show dead-lettering (default 2)")
+    parser.add_argument(
+        "--tampered",
+        type=int,
+        default=2,
+        help="tampered messages to publish, to show dead-lettering (default 2)",
+    )
     parser.add_argument("--state-dir", type=Path, help="default .kpr (env KPR_STATE_DIR)")
-    parser.add_argument("--keep-broker", action="store_true",
-                        help="leave a broker the demo started running")
+    parser.add_argument(
+        "--keep-broker", action="store_true", help="leave a broker the demo started running"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(handler=_handle)
 
@@ -86,8 +91,10 @@ def run_demo(
         amqp_url, local = ensure_broker(state_dir)
         if local is not None and not keep_broker:
             stack.callback(local.stop)
-        broker_kind = "external" if settings.env and "KPR_AMQP_URL" in settings.env else (
-            "local-process" if local is not None else "docker"
+        broker_kind = (
+            "external"
+            if settings.env and "KPR_AMQP_URL" in settings.env
+            else ("local-process" if local is not None else "docker")
         )
         say(f"broker: {broker_kind}")
         pki_dir = state_dir / "pki"
@@ -168,8 +175,12 @@ async def _delete_topology(url: str, topology: Topology) -> None:
         ]
         for name in names:
             await channel.queue_delete(name)
-        for exchange in (topology.work_exchange, topology.dead_letter_exchange,
-                         topology.retry_exchange, topology.receipt_exchange):
+        for exchange in (
+            topology.work_exchange,
+            topology.dead_letter_exchange,
+            topology.retry_exchange,
+            topology.receipt_exchange,
+        ):
             await channel.exchange_delete(exchange)
 
 
@@ -182,7 +193,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"  committed       {summary['committed']}")
     print(f"  duplicates      {summary['duplicates']}")
     print(f"  dead-lettered   {summary['dead_lettered']}")
-    print(f"  pathways        persons {pathways['persons']}, stays {pathways['stays']} "
-          f"({pathways['stays_incomplete']} incomplete), consultations {pathways['consultations']}")
+    print(
+        f"  pathways        persons {pathways['persons']}, stays {pathways['stays']} "
+        f"({pathways['stays_incomplete']} incomplete), consultations {pathways['consultations']}"
+    )
     print(f"  store           {summary['store']}")
     print(f"  took            {summary['seconds']} s")

@@ -7,6 +7,8 @@ a local PostgreSQL on free ports (or what ``KPR_AMQP_URL`` / ``KPR_TEST_POSTGRES
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -14,10 +16,13 @@ import aio_pika
 import psycopg
 import pytest
 from pamqp.commands import Basic
+from pamqp.common import FieldTable
 
-from kpr.localservices import LocalPostgres, LocalRabbitMQ, LocalServiceError
+from contracts.connection import TlsSettings, connect
+from kpr.localservices import LocalPostgres, LocalRabbitMQ, LocalServiceError, TlsListener
 
-QUORUM = {"x-queue-type": "quorum"}
+QUORUM: FieldTable = {"x-queue-type": "quorum"}
+TLS_CLIENT_USER = "kpr-test-client"
 
 
 def _vhost_of(url: str) -> str:
@@ -96,6 +101,22 @@ def test_broker_ctl_failure_names_the_command_and_node(local_broker: LocalRabbit
     assert local_broker.node_name in str(failure.value)
 
 
+def test_broker_that_cannot_listen_fails_with_the_cause_from_its_log(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A node whose AMQP port is taken fails to start; the error carries the log's cause."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        taken = squatter.getsockname()[1]
+        broker = LocalRabbitMQ(tmp_path_factory.mktemp("rabbitmq-fail"), amqp_port=taken)
+        with pytest.raises(LocalServiceError) as failure:
+            broker.start()
+
+    assert broker.node_name in str(failure.value)
+    assert "eaddrinuse" in str(failure.value)
+    assert not broker.running
+
+
 def test_postgres_answers_select_1(postgres_url: str) -> None:
     """The session's PostgreSQL accepts a connection to database ``kpr`` and answers a query."""
     with psycopg.connect(postgres_url) as connection:
@@ -136,3 +157,73 @@ async def test_async_context_manager_starts_and_stops_postgres(postgres_state_di
     server.stop()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(server.url, connect_timeout=2).close()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _issue(name: str, common_name: str, usage: str, cwd: Path) -> None:
+    """Issue ``name.pem`` / ``name.key`` from the test CA in ``cwd`` (RSA 2048, 2 days)."""
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+             f"{name}.csr", "-subj", f"/CN={common_name}", cwd=cwd)  # fmt: skip
+    (cwd / f"{name}.ext").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+        encoding="ascii",
+    )
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
+             cwd=cwd)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
+    directory = tmp_path_factory.mktemp("tls")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+             "ca.pem", "-days", "2", "-subj", "/CN=kpr test CA", cwd=directory)  # fmt: skip
+    _issue("server", "localhost", "serverAuth", directory)
+    _issue("client", TLS_CLIENT_USER, "clientAuth", directory)
+    return directory
+
+
+@pytest.mark.openssl
+async def test_tls_listener_logs_a_client_in_by_its_certificate(
+    tls_files: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With a TlsListener the node speaks AMQPS and logs a client in by its certificate.
+
+    A client without a certificate is refused at the TLS handshake.
+    """
+    listener = TlsListener(
+        cacertfile=tls_files / "ca.pem",
+        certfile=tls_files / "server.pem",
+        keyfile=tls_files / "server.key",
+    )
+    async with LocalRabbitMQ(tmp_path_factory.mktemp("rabbitmq-tls"), tls=listener) as broker:
+        broker.ctl("add_user", TLS_CLIENT_USER, uuid.uuid4().hex)
+        broker.ctl("set_permissions", TLS_CLIENT_USER, ".*", ".*", ".*")
+        settings = TlsSettings(
+            ca_file=tls_files / "ca.pem",
+            client_cert=tls_files / "client.pem",
+            client_key=tls_files / "client.key",
+        )
+        connection = await connect(broker.amqps_url, tls=settings)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue("kpr.test.tls", exclusive=True)
+            listing = await asyncio.to_thread(
+                broker.ctl, "list_connections", "user", "auth_mechanism", "ssl_protocol",
+                "--no-table-headers",
+            )  # fmt: skip
+
+        assert queue.name == "kpr.test.tls"
+        without_certificate = TlsSettings(ca_file=tls_files / "ca.pem")
+        with pytest.raises(ConnectionError):
+            await aio_pika.connect(broker.amqps_url, ssl_context=without_certificate.context())
+        assert listing.split() in (
+            [TLS_CLIENT_USER, "EXTERNAL", "tlsv1.3"],
+            [TLS_CLIENT_USER, "EXTERNAL", "tlsv1.2"],
+        )

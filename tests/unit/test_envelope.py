@@ -82,21 +82,34 @@ def test_each_seal_is_fresh(dev_pki: PkiDir) -> None:
 
 
 @pytest.mark.parametrize("profile", list(Profile))
-def test_a_flipped_ciphertext_byte_never_opens(
+def test_a_flipped_ciphertext_byte_never_yields_other_content(
     dev_pki: PkiDir, trust: TrustStore, profile: Profile
 ) -> None:
-    """Flipping a byte of the encrypted content never yields content. Under GCM it is always
-    DecryptionFailed; under CBC the garbled plaintext fails somewhere after decryption
-    (padding, digest, signature, or an embedded certificate that no longer chains)."""
+    """Under GCM any flipped byte is DecryptionFailed. Under CBC the garbled plaintext fails
+    after decryption (padding, digest, signature, a certificate that no longer chains), or,
+    where the flip only garbled the unsigned embedded certificates, the authentic content
+    still opens: never anything but the signed content."""
     message = _seal(dev_pki, profile)
     tag_bytes = 18 if profile is Profile.STRICT else 0  # OCTET STRING header + 16-byte tag
     end = len(message) - tag_bytes
-    for offset in (end - 1, end - 17, end - 40, end - 200, end - 600, end - 1500):
+    rejected = 0
+    for offset in range(end - 1, end - 2400, -37):
         tampered = bytearray(message)
         tampered[offset] ^= 0x01
-        expected = DecryptionFailed if profile is Profile.STRICT else Rejected
-        with pytest.raises(expected):
-            open_envelope(bytes(tampered), keys=[dev_pki.register.decryption_key], trust=trust)
+        try:
+            opened = open_envelope(
+                bytes(tampered), keys=[dev_pki.register.decryption_key], trust=trust
+            )
+        except DecryptionFailed:
+            rejected += 1
+            continue
+        except Rejected:
+            assert profile is Profile.NATIONAL
+            rejected += 1
+            continue
+        assert profile is Profile.NATIONAL
+        assert opened.content == CONTENT
+    assert rejected > 0
 
 
 @pytest.mark.parametrize("profile", list(Profile))
@@ -105,13 +118,12 @@ def test_modified_signed_content_fails_the_signature(
 ) -> None:
     """Someone who re-encrypts the signed data with the content changed gets SignatureInvalid."""
     identity = dev_pki.sender.signing_identity
-    from contracts.envelope import _der, _identifiers
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    attributes = _asn1.signed_attributes(
-        _sha256(CONTENT), datetime.now(UTC).replace(microsecond=0)
-    )
+    from contracts.envelope import _der, _identifiers
+
+    attributes = _asn1.signed_attributes(_sha256(CONTENT), datetime.now(UTC).replace(microsecond=0))
     signature = identity.private_key.sign(attributes, padding.PKCS1v15(), hashes.SHA256())
     issuer, serial, _ = _identifiers(identity.certificate)
     forged = _asn1.signed_data(
@@ -150,9 +162,7 @@ def test_a_signer_from_another_ca_is_untrusted(
     assert type(caught.value) is UntrustedSigner
 
 
-def test_a_key_encipherment_certificate_cannot_sign(
-    dev_pki: PkiDir, trust: TrustStore
-) -> None:
+def test_a_key_encipherment_certificate_cannot_sign(dev_pki: PkiDir, trust: TrustStore) -> None:
     """The sender's encryption certificate (keyEncipherment only) is not a signing certificate."""
     identity = SigningIdentity(
         dev_pki.sender.encryption_certificate, dev_pki.sender.encryption_key, dev_pki.intermediates
@@ -261,9 +271,7 @@ def test_garbage_is_malformed(dev_pki: PkiDir, trust: TrustStore, data: bytes) -
         open_envelope(data, keys=[dev_pki.register.decryption_key], trust=trust)
 
 
-def test_trailing_bytes_after_the_message_are_malformed(
-    dev_pki: PkiDir, trust: TrustStore
-) -> None:
+def test_trailing_bytes_after_the_message_are_malformed(dev_pki: PkiDir, trust: TrustStore) -> None:
     """Strict DER: nothing may follow the outer ContentInfo."""
     with pytest.raises(MalformedMessage):
         open_envelope(_seal(dev_pki) + b"\x00", keys=[dev_pki.register.decryption_key], trust=trust)
@@ -301,7 +309,9 @@ def sample_messages(dev_pki: PkiDir) -> dict[Profile, bytes]:
     return {profile: _seal(dev_pki, profile) for profile in Profile}
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     profile=st.sampled_from(list(Profile)),
     cut=st.integers(min_value=0, max_value=4000),
@@ -315,7 +325,8 @@ def test_truncated_or_bit_flipped_messages_end_in_a_rejection(
     flips: list[tuple[int, int]],
 ) -> None:
     """Any truncation and bit flips of a real message: a Rejected subclass, never another
-    exception (a flip-free, uncut message is the one case that opens)."""
+    exception. What still opens is the authentic signed content (a flip that only garbled
+    an unsigned embedded certificate under CBC, or no damage at all)."""
     original = sample_messages[profile]
     damaged = bytearray(original[: len(original) - cut % len(original)])
     for position, mask in flips:
@@ -326,11 +337,13 @@ def test_truncated_or_bit_flipped_messages_end_in_a_rejection(
         opened = open_envelope(bytes(damaged), keys=[dev_pki.register.decryption_key], trust=trust)
     except Rejected:
         return
-    assert bytes(damaged) == original
     assert opened.content == CONTENT
+    assert profile is Profile.NATIONAL or bytes(damaged) == original
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=600))
 def test_random_bytes_end_in_a_rejection(dev_pki: PkiDir, data: bytes) -> None:
     """Random input is always a Rejected subclass."""

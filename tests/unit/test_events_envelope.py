@@ -46,11 +46,13 @@ def _violation(raw: dict[str, Any], environment: Environment = TEST) -> Contract
 
 
 def test_the_public_api_is_what_the_lead_imports() -> None:
-    """Every name the pipeline imports exists and the discriminator values are the documented ones."""
-    assert SCHEMA_VERSIONS == frozenset({1})
-    assert {KadAdmission.model_fields["event_type"].default, KadDischarge.model_fields[
-        "event_type"
-    ].default, HstConsultation.model_fields["event_type"].default} == {
+    """The names the pipeline imports exist; the discriminator values are the documented ones."""
+    assert frozenset({1}) == SCHEMA_VERSIONS
+    assert {
+        KadAdmission.model_fields["event_type"].default,
+        KadDischarge.model_fields["event_type"].default,
+        HstConsultation.model_fields["event_type"].default,
+    } == {
         "kad.admission",
         "kad.discharge",
         "hst.consultation",
@@ -203,7 +205,7 @@ def test_a_correction_names_its_original(raw: dict[str, Any], kind: str) -> None
 
 
 def test_a_synthetic_identity_is_refused_in_production(raw: dict[str, Any]) -> None:
-    """Synthetic test identities pass only when the environment is test; production is the default."""
+    """Synthetic test identities pass only in the test environment; production is the default."""
     with pytest.raises(ContractViolation) as caught:
         parse_event(raw)
     assert (caught.value.field, caught.value.rule) == (
@@ -250,3 +252,125 @@ def test_the_national_id_lives_only_in_person(raw: dict[str, Any]) -> None:
     dumped = event.model_dump(mode="json")
     national_id = dumped["person"].pop("national_id")
     assert national_id not in orjson.dumps(dumped).decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("registered_at", "x"),
+        ("registered_at", 1_600_000_000),
+        ("registered_at", None),
+        ("event_id", "not-a-uuid"),
+        ("event_id", 5),
+        ("revision", "1"),
+        ("revision", True),
+        ("revision", 1.5),
+        ("person", "x"),
+        ("person.birth_date", 20200101),
+        ("person.birth_date", "2020-01-01T10:00:00Z"),
+        ("person.sex", 1),
+        ("sender_her_id", "90001"),
+        ("source_system", 5),
+        ("source_system", ""),
+        ("source_system", "x" * 101),
+    ],
+)
+def test_wrong_json_types_give_a_documented_rule(
+    raw: dict[str, Any], path: str, value: object
+) -> None:
+    """Wrong types are refused (no numbers as times, no strings or booleans as integers),
+    each with a rule listed on the reference page."""
+    from contracts.events.reference import RULES
+
+    target = raw
+    *parents, name = path.split(".")
+    for parent in parents:
+        target = target[parent]
+    target[name] = value
+    error = _violation(raw)
+    assert error.field == path
+    assert error.rule in RULES
+
+
+def test_the_package_exports_exactly_its_public_names() -> None:
+    """Everything in __all__ exists, and the pipeline's names are among them."""
+    import contracts.events as events
+
+    for name in events.__all__:
+        assert hasattr(events, name), name
+    assert {
+        "Event", "KadAdmission", "KadDischarge", "HstConsultation", "Environment",
+        "CorrectionKind", "parse_event", "encode_event", "SCHEMA_VERSIONS",
+    } <= set(events.__all__)  # fmt: skip
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(value: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    found: list[tuple[str | int, ...]] = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += _paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found += _paths(inner, (*prefix, index))
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_mutation_gives_a_valid_event_or_a_contract_violation(data: st.DataObject) -> None:
+    """Fuzz: replacing or deleting any field never crashes the parser or leaks the national id."""
+    original = _first(
+        data.draw(st.sampled_from(["kad.admission", "kad.discharge", "hst.consultation"]))
+    )
+    raw = copy.deepcopy(original)
+    path = data.draw(st.sampled_from(_paths(raw)))
+    parent: Any = raw
+    for part in path[:-1]:
+        parent = parent[part]
+    if data.draw(st.booleans()) and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(_JSON_VALUES)
+    try:
+        parse_event(raw, environment=TEST)
+    except ContractViolation as error:
+        leaked = original["person"]["national_id"] in str(error)
+        rule = error.rule
+    else:
+        leaked, rule = False, "accepted"
+    assert not leaked
+    assert rule
+
+
+def test_a_newer_years_code_lists_can_be_passed_to_parse_event(tmp_path: Any) -> None:
+    """parse_event(code_lists=...) checks against the given lists instead of the shipped ones."""
+    from contracts.events import load_code_lists
+
+    raw = _first("kad.admission")
+    raw["admission_diagnoses"] = [{"system": "ICD-10", "code": "U99.9"}]
+    with pytest.raises(ContractViolation):
+        parse_event(raw, environment=TEST)
+    (tmp_path / "ICPC2.json").write_text('[{"code": "R81", "text": "x"}]', "utf-8")
+    (tmp_path / "ICD10.json").write_text('[{"code": "U999", "text": "y"}]', "utf-8")
+    event = parse_event(raw, environment=TEST, code_lists=load_code_lists(tmp_path))
+    assert isinstance(event, KadAdmission)
+    assert event.admission_diagnoses[0].code == "U999"
+
+
+@pytest.mark.parametrize("key", ["15108695088", "id 151086 95088", "x" * 80, "ø"])
+def test_unknown_keys_are_not_echoed_into_the_field_path(raw: dict[str, Any], key: str) -> None:
+    """An unknown key is input too: an odd one is reported as <unnamed>, never verbatim."""
+    raw[key] = 1
+    error = _violation(raw)
+    assert error.rule == "unknown-field"
+    assert error.field == "<unnamed>"
+    assert key not in str(error)

@@ -57,7 +57,7 @@ def test_admission_and_discharge_of_one_stay_share_the_stay_id() -> None:
 
 
 def test_all_nine_items_are_fields(admission: dict[str, Any], discharge: dict[str, Any]) -> None:
-    """Unit, service municipalities, patient, times, both diagnosis lists, referral, discharged-to."""
+    """Unit, municipalities, patient, times, both diagnosis lists, referral, discharged-to."""
     for name in ("unit", "service_municipalities", "person", "admitted_at", "stay_id"):
         assert name in KadAdmission.model_fields
         assert name in KadDischarge.model_fields
@@ -82,7 +82,9 @@ def test_discharge_before_admission_is_refused(discharge: dict[str, Any]) -> Non
 def test_an_admission_before_birth_is_refused(admission: dict[str, Any]) -> None:
     admission["admitted_at"] = "2017-01-02T10:00:00+01:00"
     admission["person"] = next(
-        e.person for e in generate_events(400, seed=3, kinds=["hst"]) if e.person.birth_date.year >= 2018
+        e.person
+        for e in generate_events(400, seed=3, kinds=["hst"])
+        if e.person.birth_date.year >= 2018
     ).model_dump(mode="json")
     error = _violation(admission)
     assert (error.field, error.rule) == ("admitted_at", "before-birth")
@@ -102,7 +104,9 @@ def test_admission_time_must_lie_in_the_register_period(
 def test_inter_municipal_units_list_several_municipalities(admission: dict[str, Any]) -> None:
     """Several service municipalities are accepted; none, repeats or unknown ones are not."""
     admission["service_municipalities"] = ["3403", "3411", "3412"]
-    assert parse_event(admission, environment=TEST).service_municipalities == (
+    event = parse_event(admission, environment=TEST)
+    assert isinstance(event, KadAdmission)
+    assert event.service_municipalities == (
         "3403",
         "3411",
         "3412",

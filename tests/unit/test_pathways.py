@@ -57,10 +57,17 @@ def test_the_result_does_not_depend_on_arrival_order(
 def test_a_stay_joins_its_two_sides_and_measures_its_length() -> None:
     """Admission + discharge make one complete stay with its length in hours."""
     person = {"person_key": "p1-x"}
-    admission = {"person": person, "admitted_at": "2024-03-01T10:00:00Z",
-                 "service_municipalities": ["0301"], "admission_diagnoses": ["R74"]}
-    discharge = {"person": person, "discharged_at": "2024-03-03T16:00:00+00:00",
-                 "discharge_diagnoses": ["J06"]}
+    admission = {
+        "person": person,
+        "admitted_at": "2024-03-01T10:00:00Z",
+        "service_municipalities": ["0301"],
+        "admission_diagnoses": ["R74"],
+    }
+    discharge = {
+        "person": person,
+        "discharged_at": "2024-03-03T16:00:00+00:00",
+        "discharge_diagnoses": ["J06"],
+    }
     stay = project_stay("310000000", "s1", admission, discharge)
     assert stay is not None
     assert stay.complete
@@ -71,8 +78,12 @@ def test_a_stay_joins_its_two_sides_and_measures_its_length() -> None:
 
 def test_a_discharge_alone_is_an_incomplete_stay() -> None:
     """A discharge that arrives first is kept and shown as incomplete."""
-    stay = project_stay("310000000", "s1", None,
-                        {"person": {"person_key": "p"}, "discharged_at": "2024-03-03T16:00:00Z"})
+    stay = project_stay(
+        "310000000",
+        "s1",
+        None,
+        {"person": {"person_key": "p"}, "discharged_at": "2024-03-03T16:00:00Z"},
+    )
     assert stay is not None
     assert not stay.complete
     assert stay.length_of_stay_hours is None

@@ -28,8 +28,14 @@ def test_queue_names_follow_the_national_bus_convention() -> None:
 def test_a_prefix_isolates_every_name() -> None:
     """Tests and benchmarks share a broker without sharing queues."""
     plain, prefixed = Topology(), Topology(prefix="t1.")
-    for name in ("work_exchange", "work_queue", "dead_letter_exchange", "dead_letter_queue",
-                 "retry_exchange", "receipt_exchange"):
+    for name in (
+        "work_exchange",
+        "work_queue",
+        "dead_letter_exchange",
+        "dead_letter_queue",
+        "retry_exchange",
+        "receipt_exchange",
+    ):
         assert getattr(prefixed, name) == "t1." + getattr(plain, name)
 
 

@@ -1,0 +1,242 @@
+"""Signed rejection receipts: telling a sender which of its events was refused and why.
+
+For every message the consumer dead-letters, the sender gets a receipt on its own error
+queue (``{senderHerId}_error``, through the ``kpr.receipts`` exchange with the sender's
+HER-id as routing key), shaped like the national service bus's error messages:
+
+* application properties ``errorCondition`` (:attr:`Reason.national_condition`),
+  ``errorDescription`` and ``originalMessageId``;
+* a body that is a CMS SignedData (DER, content embedded) signed with the register's
+  signing key over a small JSON :class:`Receipt`: ids, event type, reason, time.
+
+A receipt never holds personal data: the description is one of ours (see
+:mod:`contracts.errors`), and no event content is copied into it.
+
+A receipt is a courtesy, the dead letter is the record: :class:`ReceiptSender` publishes
+on its own channel, so a failing receipt (broker refuses, queue cannot be declared)
+cannot close the consumer's channel, and the consumer logs the failure and acks anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+from pydantic import BaseModel, ConfigDict
+
+from contracts.envelope import SigningIdentity
+from contracts.errors import Reason
+from contracts.topology import Topology
+
+__all__ = [
+    "RECEIPT_CONTENT_TYPE",
+    "Receipt",
+    "ReceiptSender",
+    "ReceiptSigner",
+    "receipt_message",
+    "send_rejection_receipt",
+]
+
+log = logging.getLogger("kpr.consumer.receipts")
+
+RECEIPT_CONTENT_TYPE = "application/pkcs7-mime; smime-type=signed-data"
+RECEIPT_TYPE = "kpr.rejection-receipt"
+
+
+class Receipt(BaseModel):
+    """What the register signs about one rejected message. No personal data."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    original_message_id: str
+    event_id: str | None
+    event_type: str | None
+    reason: Reason
+    error_condition: str
+    description: str
+    rejected_at: datetime
+
+    @classmethod
+    def for_rejection(
+        cls,
+        *,
+        original_message_id: str,
+        reason: Reason,
+        description: str,
+        event_id: str | None = None,
+        event_type: str | None = None,
+        rejected_at: datetime | None = None,
+    ) -> Receipt:
+        return cls(
+            original_message_id=original_message_id,
+            event_id=event_id,
+            event_type=event_type,
+            reason=reason,
+            error_condition=reason.national_condition,
+            description=description,
+            rejected_at=(rejected_at or datetime.now(UTC)).astimezone(UTC),
+        )
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+
+
+class ReceiptSigner:
+    """Signs receipts as the register: CMS SignedData, SHA-256, signer chain embedded."""
+
+    def __init__(self, identity: SigningIdentity) -> None:
+        self._identity = identity
+
+    def sign(self, receipt: Receipt) -> bytes:
+        """DER SignedData over :meth:`Receipt.to_json`; ``openssl cms -verify`` accepts it."""
+        builder = (
+            pkcs7.PKCS7SignatureBuilder()
+            .set_data(receipt.to_json())
+            .add_signer(self._identity.certificate, self._identity.private_key, hashes.SHA256())
+        )
+        for certificate in self._identity.chain:
+            builder = builder.add_certificate(certificate)
+        return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+
+
+def receipt_message(receipt: Receipt, signed: bytes, *, register_her_id: int,
+                    sender_her_id: int) -> aio_pika.Message:
+    """The AMQP message for a signed receipt, with the national bus's error properties."""
+    return aio_pika.Message(
+        signed,
+        content_type=RECEIPT_CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        type=RECEIPT_TYPE,
+        timestamp=receipt.rejected_at,
+        headers={
+            "errorCondition": receipt.error_condition,
+            "errorDescription": receipt.description,
+            "originalMessageId": receipt.original_message_id,
+            "fromHerId": register_her_id,
+            "toHerId": sender_her_id,
+        },
+    )
+
+
+class ReceiptSender:
+    """Publishes receipts on a channel of its own, declaring each sender's queue once.
+
+    ``send`` raises on any failure (including a confirm not arriving within
+    ``confirm_timeout_s``); the caller decides that a receipt failure is only logged.
+    """
+
+    def __init__(
+        self,
+        connection: AbstractConnection,
+        *,
+        topology: Topology,
+        signer: ReceiptSigner,
+        confirm_timeout_s: float = 10.0,
+    ) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._signer = signer
+        self._confirm_timeout_s = confirm_timeout_s
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._declared: set[int] = set()
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        channel, self._channel = self._channel, None
+        self._exchange = None
+        if channel is not None and not channel.is_closed:
+            await channel.close()
+
+    async def _ready_exchange(self, sender_her_id: int) -> AbstractExchange:
+        async with self._lock:
+            if self._channel is None or self._channel.is_closed:
+                # A channel error (e.g. a queue declared elsewhere with other arguments)
+                # closes only this channel; the next receipt opens a fresh one.
+                self._channel = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                self._exchange = None
+                self._declared.clear()
+            if sender_her_id not in self._declared:
+                await self._topology.declare_receipt_queue(self._channel, sender_her_id)
+                self._declared.add(sender_her_id)
+            if self._exchange is None:
+                self._exchange = await self._channel.get_exchange(
+                    self._topology.receipt_exchange, ensure=False
+                )
+            return self._exchange
+
+    async def send(self, receipt: Receipt, *, sender_her_id: int) -> None:
+        """Sign and publish one receipt, and wait for the broker's confirm."""
+        signed = self._signer.sign(receipt)
+        message = receipt_message(
+            receipt,
+            signed,
+            register_her_id=self._topology.register_her_id,
+            sender_her_id=sender_her_id,
+        )
+        exchange = await self._ready_exchange(sender_her_id)
+        await exchange.publish(
+            message,
+            routing_key=str(sender_her_id),
+            mandatory=True,
+            timeout=self._confirm_timeout_s,
+        )
+
+
+async def send_rejection_receipt(
+    sender: ReceiptSender | None,
+    *,
+    message_id: str | None,
+    reason: Reason,
+    description: str,
+    sender_her_id: int | None,
+    event_id: str | None = None,
+    event_type: str | None = None,
+) -> bool:
+    """Send a receipt if a sender is configured and the HER-id is known; never raises.
+
+    Returns whether a receipt was confirmed. Failures are logged (ids and reason only),
+    because a receipt must never lose or block the dead letter it belongs to.
+    """
+    if sender is None or sender_her_id is None:
+        return False
+    receipt = Receipt.for_rejection(
+        original_message_id=message_id or "",
+        reason=reason,
+        description=description,
+        event_id=event_id,
+        event_type=event_type,
+    )
+    try:
+        await sender.send(receipt, sender_her_id=sender_her_id)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        log.warning(
+            "rejection receipt not sent: %s",
+            type(error).__name__,
+            extra={"message_id": message_id, "reason": reason.value},
+        )
+        return False
+    return True

@@ -1,0 +1,164 @@
+"""Data-quality and guideline reports from the pathway store (``kpr report``).
+
+:func:`build_report` reads the store (read-only) and returns the published, suppressed
+sections; :func:`write_report` writes them as ``index.html``, ``figures.json`` and CSVs.
+Definitions of every figure are in :mod:`kpr.reports.quality` and
+:mod:`kpr.reports.guideline`; suppression rules in :mod:`kpr.reports.suppression`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kpr.reports.guideline import GuidelineSettings, guideline_tables
+from kpr.reports.quality import QualitySettings, quality_tables
+from kpr.reports.queries import ReportData, load_report_data
+from kpr.reports.render import ChartSpec, Section, write_report_files
+from kpr.reports.suppression import DEFAULT_THRESHOLD, publish
+from kpr.reports.tables import PublishedTable, Table
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "Report",
+    "ReportOptions",
+    "build_report",
+    "build_report_from_data",
+    "write_report",
+]
+
+TITLE = (
+    "KPR-rapport: datakvalitet og oppfølging av retningslinjer / Data quality and guideline report"
+)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    municipality: str | None = None
+    year: int | None = None
+    threshold: int = DEFAULT_THRESHOLD
+    max_stay_days: int = 30
+    as_of: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    meta: dict[str, Any]
+    sections: tuple[Section, ...]
+
+    def table(self, key: str) -> PublishedTable:
+        for section in self.sections:
+            for table in section.tables:
+                if table.key == key:
+                    return table
+        raise KeyError(key)
+
+
+def build_report(store_url: str, options: ReportOptions) -> Report:
+    """Read the store and build the report. Raises ``FileNotFoundError`` for a missing
+    SQLite store, and the driver's errors when PostgreSQL cannot be reached."""
+    data = load_report_data(store_url, municipality=options.municipality)
+    return build_report_from_data(data, options)
+
+
+def build_report_from_data(data: ReportData, options: ReportOptions) -> Report:
+    as_of = options.as_of or datetime.now(UTC)
+    quality = quality_tables(
+        data, QualitySettings(as_of=as_of, year=options.year, max_stay_days=options.max_stay_days)
+    )
+    guideline = guideline_tables(data, GuidelineSettings(as_of=as_of, year=options.year))
+
+    def published(tables: list[Table]) -> dict[str, PublishedTable]:
+        return {table.key: publish(table, options.threshold) for table in tables}
+
+    q, g = published(quality), published(guideline)
+    latest_year = options.year or max(
+        (int(row["year"]) for row in g["programme_coverage"].rows), default=as_of.year
+    )
+    sections = (
+        Section(
+            "Datakvalitet / Data quality",
+            tuple(q.values()),
+            charts=(
+                (
+                    "received_by_municipality",
+                    ChartSpec(
+                        "Lagret per kommune / Committed per municipality",
+                        "committed",
+                        ("municipality",),
+                    ),
+                ),
+                (
+                    "received_by_municipality",
+                    ChartSpec(
+                        "Avvist per kommune / Rejected per municipality",
+                        "rejected",
+                        ("municipality",),
+                    ),
+                ),
+            ),
+            notes="Flagglister vises uten prikking: de beskriver meldinger, ikke helse. "
+            "Flag lists are not suppressed: they describe messages, not health.",
+        ),
+        Section(
+            "Helsestasjon og skolehelsetjeneste / Child health and school health",
+            tuple(
+                g[key]
+                for key in (
+                    "programme_coverage",
+                    "weighing_measuring",
+                    "breastfeeding",
+                    "themes",
+                    "theme_follow_up",
+                )
+            ),
+            charts=tuple(
+                (
+                    "programme_coverage",
+                    ChartSpec(
+                        f"Andel som fikk konsultasjonen {latest_year}, kommune {municipality} / "
+                        f"Share who received it",
+                        "share",
+                        ("consultation",),
+                        (("municipality", municipality), ("year", latest_year)),
+                    ),
+                )
+                for municipality in sorted(
+                    {str(row["municipality"]) for row in g["programme_coverage"].rows}
+                )
+            ),
+        ),
+        Section(
+            "KAD/ØHD",
+            tuple(
+                g[key]
+                for key in ("kad_stays", "kad_referred_by", "kad_discharged_to", "kad_diagnoses")
+            ),
+            charts=(
+                (
+                    "kad_stays",
+                    ChartSpec(
+                        "Opphold per kommune og år / Stays",
+                        "stays",
+                        ("municipality", "year"),
+                        (("year", latest_year),),
+                    ),
+                ),
+            ),
+        ),
+    )
+    meta = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "as_of": as_of.isoformat(timespec="seconds"),
+        "municipality": options.municipality or "alle / all",
+        "year": options.year or "alle / all",
+        "suppression_threshold": options.threshold,
+        "max_stay_days": options.max_stay_days,
+    }
+    return Report(meta, sections)
+
+
+def write_report(report: Report, out_dir: Path) -> list[Path]:
+    return write_report_files(out_dir, TITLE, report.meta, report.sections)

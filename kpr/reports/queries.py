@@ -1,0 +1,290 @@
+"""Read the pathway store for the reports: read-only, SQLite or PostgreSQL, portable SQL.
+
+The reports never write. SQLite is opened with ``mode=ro`` (a missing file is an error,
+not a new empty store); PostgreSQL sessions are set read-only. The SQL is plain
+``SELECT`` s with no date functions, so it runs unchanged on both; grouping happens in
+Python over the rows (a report reads the store once; for a national store, add a
+``--municipality`` filter, which is pushed into SQL).
+
+Records are reduced to their **effective** content exactly as the projections are
+(:func:`consumers.pathways.effective_content`): corrections applied, cancelled records
+and corrections whose original has not arrived left out.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from consumers.pathways import StoredEventRow, effective_content
+
+__all__ = [
+    "EffectiveRecord",
+    "RejectionRow",
+    "ReportData",
+    "StayRow",
+    "StoredMessage",
+    "load_report_data",
+    "read_only_connection",
+]
+
+_EVENTS = (
+    "SELECT event_id, revision, record_key, correction, event_type, municipality,"
+    " unit_org, sender_her_id, committed_at, payload FROM events"
+)
+_EVENTS_OF_MUNICIPALITY = (
+    "SELECT event_id, revision, record_key, correction, event_type, municipality,"
+    " unit_org, sender_her_id, committed_at, payload FROM events"
+    " WHERE record_key IN (SELECT record_key FROM events WHERE municipality = ?)"
+)
+_REJECTIONS = (
+    "SELECT reason, sender_her_id, event_type, unit_org, municipality, rejected_at FROM rejections"
+)
+_REJECTIONS_OF_MUNICIPALITY = _REJECTIONS + " WHERE municipality = ?"
+_STAYS = (
+    "SELECT unit_org, stay_id, person_key, municipality, admitted_at, discharged_at,"
+    " length_of_stay_hours, complete, detail FROM stays"
+)
+_STAYS_OF_MUNICIPALITY = _STAYS + " WHERE municipality = ?"
+
+_CLINICAL_TIME_FIELD = {
+    "hst.consultation": "consultation_at",
+    "kad.admission": "admitted_at",
+    "kad.discharge": "discharged_at",
+}
+
+
+def parse_time(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One committed event revision (one accepted message), as the daily counts see it."""
+
+    municipality: str
+    unit_org: str
+    sender_her_id: int
+    committed_at: datetime
+
+
+@dataclass(frozen=True)
+class EffectiveRecord:
+    """A record after its corrections: what the guideline figures count."""
+
+    record_key: str
+    event_type: str
+    person_key: str
+    municipality: str
+    unit_org: str
+    sender_her_id: int
+    clinical_time: datetime
+    registered_at: datetime
+    content: Mapping[str, Any]
+
+    @property
+    def birth_date(self) -> date:
+        return date.fromisoformat(str(self.content["person"]["birth_date"]))
+
+
+@dataclass(frozen=True)
+class RejectionRow:
+    reason: str
+    sender_her_id: int | None
+    event_type: str | None
+    unit_org: str | None
+    municipality: str | None
+    rejected_at: datetime
+
+
+@dataclass(frozen=True)
+class StayRow:
+    unit_org: str
+    stay_id: str
+    person_key: str
+    municipality: str | None
+    admitted_at: datetime | None
+    discharged_at: datetime | None
+    length_of_stay_hours: float | None
+    complete: bool
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    messages: tuple[StoredMessage, ...]
+    records: tuple[EffectiveRecord, ...]
+    rejections: tuple[RejectionRow, ...]
+    stays: tuple[StayRow, ...]
+
+    def sender_municipalities(self) -> dict[int, set[str]]:
+        """Which municipalities each sender HER-id has committed events for."""
+        result: dict[int, set[str]] = defaultdict(set)
+        for message in self.messages:
+            result[message.sender_her_id].add(message.municipality)
+        return dict(result)
+
+
+@contextmanager
+def read_only_connection(url: str) -> Iterator[tuple[Any, str]]:
+    """A DB-API connection and its parameter placeholder (``?`` or ``%s``).
+
+    ``postgresql://...`` opens PostgreSQL (read-only session); ``sqlite:///path`` or a
+    plain path opens SQLite read-only. Raises ``FileNotFoundError`` for a missing SQLite
+    file and the driver's ``OperationalError`` when a database cannot be reached.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        connection: Any = psycopg.connect(url, connect_timeout=5)
+        connection.read_only = True
+        placeholder = "%s"
+    else:
+        path = Path(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url)
+        if not path.is_file():
+            raise FileNotFoundError(f"no pathway store at {path}")
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        placeholder = "?"
+    try:
+        yield connection, placeholder
+    finally:
+        connection.close()
+
+
+def load_report_data(url: str, *, municipality: str | None = None) -> ReportData:
+    """Everything the reports need, read in one read-only session."""
+    with read_only_connection(url) as (connection, placeholder):
+        cursor = connection.cursor()
+        params: tuple[str, ...] = ()
+        if municipality is None:
+            cursor.execute(_EVENTS)
+        else:
+            # Whole records: a correction may name another municipality than its original.
+            params = (municipality,)
+            cursor.execute(_EVENTS_OF_MUNICIPALITY.replace("?", placeholder), params)
+        by_record: dict[str, list[StoredEventRow]] = defaultdict(list)
+        facts: dict[str, tuple[str, int]] = {}
+        messages: list[StoredMessage] = []
+        for row in cursor.fetchall():
+            (
+                event_id,
+                revision,
+                record_key,
+                correction,
+                event_type,
+                muni,
+                unit,
+                sender,
+                committed_at,
+                payload,
+            ) = row
+            messages.append(StoredMessage(muni, unit, int(sender), _required_time(committed_at)))
+            by_record[record_key].append(
+                StoredEventRow(
+                    event_id,
+                    int(revision),
+                    record_key,
+                    correction,
+                    event_type,
+                    orjson.loads(payload),
+                )
+            )
+            if correction == "original":
+                facts[record_key] = (unit, int(sender))
+        if municipality is not None:
+            messages = [m for m in messages if m.municipality == municipality]
+        records = [
+            record
+            for key, rows in by_record.items()
+            if (record := _effective(key, rows, facts)) is not None
+            and (municipality is None or record.municipality == municipality)
+        ]
+
+        cursor.execute(
+            _REJECTIONS_OF_MUNICIPALITY.replace("?", placeholder) if municipality else _REJECTIONS,
+            params,
+        )
+        rejections = [
+            RejectionRow(reason, sender, event_type, unit, muni, _required_time(at))
+            for reason, sender, event_type, unit, muni, at in cursor.fetchall()
+        ]
+        if municipality is not None:
+            # Rejections without a municipality (the event could not be read) are kept:
+            # quality.py attributes them through the sender's committed municipalities.
+            cursor.execute(_REJECTIONS + " WHERE municipality IS NULL")
+            rejections += [
+                RejectionRow(reason, sender, event_type, unit, muni, _required_time(at))
+                for reason, sender, event_type, unit, muni, at in cursor.fetchall()
+            ]
+
+        cursor.execute(
+            _STAYS_OF_MUNICIPALITY.replace("?", placeholder) if municipality else _STAYS, params
+        )
+        stays = [
+            StayRow(
+                unit,
+                stay,
+                person,
+                muni,
+                parse_time(admitted),
+                parse_time(discharged),
+                None if hours is None else float(hours),
+                bool(complete),
+                orjson.loads(detail),
+            )
+            for (
+                unit,
+                stay,
+                person,
+                muni,
+                admitted,
+                discharged,
+                hours,
+                complete,
+                detail,
+            ) in cursor.fetchall()
+        ]
+        connection.commit()
+    return ReportData(tuple(messages), tuple(records), tuple(rejections), tuple(stays))
+
+
+def _required_time(value: Any) -> datetime:
+    parsed = parse_time(value)
+    if parsed is None:
+        raise ValueError("a stored time is missing")
+    return parsed
+
+
+def _effective(
+    record_key: str, rows: list[StoredEventRow], facts: Mapping[str, tuple[str, int]]
+) -> EffectiveRecord | None:
+    content = effective_content(rows)
+    if content is None:
+        return None
+    event_type = str(content["event_type"])
+    municipalities = content.get("service_municipalities")
+    municipality = municipalities[0] if municipalities else content.get("service_municipality")
+    unit_org, sender = facts.get(record_key, (content["unit"]["org_number"], 0))
+    return EffectiveRecord(
+        record_key=record_key,
+        event_type=event_type,
+        person_key=str(content["person"]["person_key"]),
+        municipality=str(municipality),
+        unit_org=str(content["unit"]["org_number"] or unit_org),
+        sender_her_id=int(content.get("sender_her_id") or sender),
+        clinical_time=_required_time(content[_CLINICAL_TIME_FIELD[event_type]]),
+        registered_at=_required_time(content["registered_at"]),
+        content=content,
+    )

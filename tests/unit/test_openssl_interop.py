@@ -1,0 +1,206 @@
+"""Interoperability with the real ``openssl cms`` (OpenSSL 3.0): each side opens the other's.
+
+Result for the strict profile: OpenSSL 3.0 both decrypts our AuthEnvelopedData
+(RSA-OAEP-SHA256 + AES-256-GCM) and produces one that we open.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from crypto_fixtures import CONTENT, IssueSigner
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from contracts.envelope import Profile, open_envelope, seal
+from contracts.errors import SignatureInvalid, UnsupportedAlgorithm
+from contracts.pki import PkiDir, write_certificate, write_private_key
+from contracts.trust import TrustStore
+
+pytestmark = pytest.mark.openssl
+
+
+def openssl(*args: str | Path, stdin: bytes | None = None) -> bytes:
+    result = subprocess.run(
+        ["openssl", *map(str, args)], input=stdin, capture_output=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return result.stdout
+
+
+def openssl_sign(
+    pki: PkiDir, tmp_path: Path, *extra: str, cert: Path | None = None, key: Path | None = None
+) -> Path:
+    content = tmp_path / "content.json"
+    content.write_bytes(CONTENT)
+    signed = tmp_path / "signed.der"
+    openssl(
+        "cms", "-sign", "-binary", "-nodetach", "-in", content,
+        "-signer", cert or pki.sender.signing_certificate_path,
+        "-inkey", key or pki.sender.signing_key_path,
+        "-certfile", pki.intermediate_path, "-outform", "DER", "-out", signed, *extra,
+    )  # fmt: skip
+    return signed
+
+
+def openssl_encrypt(pki: PkiDir, tmp_path: Path, signed: Path, *cipher: str) -> bytes:
+    out = tmp_path / "enveloped.der"
+    openssl(
+        "cms",
+        "-encrypt",
+        "-binary",
+        "-in",
+        signed,
+        "-outform",
+        "DER",
+        "-out",
+        out,
+        "-recip",
+        pki.register.encryption_certificate_path,
+        *cipher,
+    )  # fmt: skip  (-keyopt applies to the -recip before it)
+    return out.read_bytes()
+
+
+STRICT_CIPHER = (
+    "-aes-256-gcm",
+    "-keyopt", "rsa_padding_mode:oaep",
+    "-keyopt", "rsa_oaep_md:sha256",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("profile", list(Profile))
+def test_openssl_decrypts_and_verifies_what_we_seal(
+    dev_pki: PkiDir, tmp_path: Path, profile: Profile
+) -> None:
+    """openssl cms -decrypt, then -verify against the root with the issuing CA as untrusted
+    extra certificate, yields our content: both profiles."""
+    message = tmp_path / "message.der"
+    message.write_bytes(
+        seal(
+            CONTENT,
+            signer=dev_pki.sender.signing_identity,
+            recipient=dev_pki.register.encryption_certificate,
+            profile=profile,
+        )
+    )
+    inner = tmp_path / "inner.der"
+    openssl(
+        "cms", "-decrypt", "-binary", "-inform", "DER", "-in", message,
+        "-recip", dev_pki.register.encryption_certificate_path,
+        "-inkey", dev_pki.register.encryption_key_path, "-out", inner,
+    )  # fmt: skip
+    verified = openssl(
+        "cms", "-verify", "-binary", "-inform", "DER", "-in", inner,
+        "-CAfile", dev_pki.root_path, "-certfile", dev_pki.intermediate_path,
+    )  # fmt: skip
+    assert verified == CONTENT
+
+
+@pytest.mark.parametrize(
+    ("cipher", "profile"),
+    [(("-aes-256-cbc",), Profile.NATIONAL), (STRICT_CIPHER, Profile.STRICT)],
+)
+def test_we_open_what_openssl_signs_and_encrypts(
+    dev_pki: PkiDir,
+    trust: TrustStore,
+    tmp_path: Path,
+    cipher: tuple[str, ...],
+    profile: Profile,
+) -> None:
+    """openssl cms -sign -md sha256 -nodetach, then -encrypt (AES-256-CBC, or AES-256-GCM
+    with RSA-OAEP-SHA256) opens here with the right signer and profile."""
+    signed = openssl_sign(dev_pki, tmp_path, "-md", "sha256")
+    message = openssl_encrypt(dev_pki, tmp_path, signed, *cipher)
+    opened = open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
+    assert opened.content == CONTENT
+    assert opened.signer == dev_pki.sender.signing_certificate
+    assert opened.profile is profile
+
+
+@pytest.mark.parametrize(
+    "sign_options",
+    [
+        ("-md", "sha256", "-keyid"),
+        ("-md", "sha256", "-keyopt", "rsa_padding_mode:pss"),
+    ],
+    ids=["subject-key-identifier", "rsassa-pss"],
+)
+def test_we_accept_a_key_identifier_signer_and_pss_signatures(
+    dev_pki: PkiDir, trust: TrustStore, tmp_path: Path, sign_options: tuple[str, ...]
+) -> None:
+    """The signer may be named by subjectKeyIdentifier, and RSASSA-PSS verifies too."""
+    signed = openssl_sign(dev_pki, tmp_path, *sign_options)
+    message = openssl_encrypt(dev_pki, tmp_path, signed, "-aes-256-cbc")
+    opened = open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
+    assert opened.content == CONTENT
+
+
+def test_a_3des_envelope_is_an_unsupported_algorithm(
+    dev_pki: PkiDir, trust: TrustStore, tmp_path: Path
+) -> None:
+    """openssl cms -encrypt -des3 is refused as weak, before any decryption."""
+    signed = openssl_sign(dev_pki, tmp_path, "-md", "sha256")
+    message = openssl_encrypt(dev_pki, tmp_path, signed, "-des3")
+    with pytest.raises(UnsupportedAlgorithm, match="tripledes"):
+        open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
+
+
+def test_a_sha1_signature_is_an_unsupported_algorithm(
+    dev_pki: PkiDir, trust: TrustStore, tmp_path: Path
+) -> None:
+    """openssl cms -sign -md sha1 is refused as weak."""
+    signed = openssl_sign(dev_pki, tmp_path, "-md", "sha1")
+    message = openssl_encrypt(dev_pki, tmp_path, signed, "-aes-256-cbc")
+    with pytest.raises(UnsupportedAlgorithm, match="sha1"):
+        open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
+
+
+def test_an_rsa_1024_signer_is_an_unsupported_algorithm(
+    dev_pki: PkiDir, trust: TrustStore, tmp_path: Path, issue_signer: IssueSigner
+) -> None:
+    """A 1024-bit signer certificate, signed by OpenSSL, is refused as weak."""
+    weak = issue_signer(key=rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    cert, key = tmp_path / "weak.pem", tmp_path / "weak.key"
+    write_certificate(cert, weak.certificate)
+    write_private_key(key, weak.key)
+    signed = openssl_sign(dev_pki, tmp_path, "-md", "sha256", cert=cert, key=key)
+    message = openssl_encrypt(dev_pki, tmp_path, signed, "-aes-256-cbc")
+    with pytest.raises(UnsupportedAlgorithm, match="1024"):
+        open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
+
+
+def test_signed_content_changed_and_re_encrypted_fails_the_signature(
+    dev_pki: PkiDir, trust: TrustStore, tmp_path: Path
+) -> None:
+    """Decrypt one of our messages with openssl, change the content inside the signed data,
+    re-encrypt with openssl: SignatureInvalid."""
+    message = tmp_path / "message.der"
+    message.write_bytes(
+        seal(
+            CONTENT,
+            signer=dev_pki.sender.signing_identity,
+            recipient=dev_pki.register.encryption_certificate,
+        )
+    )
+    inner = tmp_path / "inner.der"
+    openssl(
+        "cms", "-decrypt", "-binary", "-inform", "DER", "-in", message,
+        "-recip", dev_pki.register.encryption_certificate_path,
+        "-inkey", dev_pki.register.encryption_key_path, "-out", inner,
+    )  # fmt: skip
+    original = inner.read_bytes()
+    assert original.count(b'"amount":100') == 1
+    inner.write_bytes(original.replace(b'"amount":100', b'"amount":999'))
+    forged = openssl_encrypt(dev_pki, tmp_path, inner, "-aes-256-cbc")
+    with pytest.raises(SignatureInvalid):
+        open_envelope(forged, keys=[dev_pki.register.decryption_key], trust=trust)
+
+
+def test_openssl_speed_is_measured_for_the_benchmark_baseline() -> None:
+    """The benchmark's baseline reads positive private and public RSA-2048 rates."""
+    from kpr.benchmarks.crypto import measure_openssl_rsa2048
+
+    private_per_s, public_per_s = measure_openssl_rsa2048(1)
+    assert 0 < private_per_s < public_per_s
