@@ -74,9 +74,11 @@ class Consumer:
         metrics: ConsumerMetrics | None = None,
         store_ping: Callable[[], Awaitable[None]] | None = None,
         watch_interval_s: float = 5.0,
+        queue: str | None = None,
     ) -> None:
         """With ``receipt_signer``, each dead letter also sends a signed rejection receipt
-        to the sender's error queue (see :mod:`consumers.receipts`)."""
+        to the sender's error queue (see :mod:`consumers.receipts`). ``queue`` is the queue
+        to consume (default the work queue; a partition queue when partitioned)."""
         self._url = url
         self._topology = topology
         self._processor = processor
@@ -90,6 +92,7 @@ class Consumer:
         self._metrics = metrics
         self._store_ping = store_ping
         self._watch_interval_s = watch_interval_s
+        self._queue_name = queue or topology.work_queue
         self._monitor: AbstractChannel | None = None
         self._subscription_problem: str | None = None
         self.resubscriptions = 0
@@ -111,7 +114,7 @@ class Consumer:
             self._channel = await self._connection.channel(publisher_confirms=True)
             await self._channel.set_qos(prefetch_count=self._prefetch)
             await self._topology.declare(self._channel)
-            self._queue = await self._channel.get_queue(self._topology.work_queue, ensure=False)
+            self._queue = await self._channel.get_queue(self._queue_name, ensure=False)
             self._dead_letters = await self._channel.get_exchange(
                 self._topology.dead_letter_exchange, ensure=False
             )
@@ -163,8 +166,8 @@ class Consumer:
                     break
         finally:
             watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            # gather, not a suppressed await: a cancellation of *this* task still propagates.
+            await asyncio.gather(watchdog, return_exceptions=True)
             await self._stop_consuming()
             if self._metrics is not None:
                 self._metrics.set_ready(False)
@@ -220,15 +223,20 @@ class Consumer:
     async def _watch(self) -> None:
         """Every ``watch_interval_s``: re-subscribe if the consumer was lost, sample
         queue depths, and set the readiness gauge. Failures are logged and retried."""
+        failing = False
         while not self._stop.is_set():
             await asyncio.sleep(self._watch_interval_s)
             try:
                 await self._check_subscription()
                 await self._sample_queues()
+                failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.warning("watchdog check failed: %s", type(error).__name__)
+                # Once per streak: while the broker is away this fails every interval.
+                if not failing:
+                    log.warning("watchdog check failed: %s", type(error).__name__)
+                failing = True
             if self._metrics is not None:
                 self._metrics.set_ready(not await self.readiness_problems())
 
@@ -252,7 +260,7 @@ class Consumer:
         if self._monitor is None or self._monitor.is_closed:
             self._monitor = await self._connection.channel(publisher_confirms=False)
         underlay = await self._monitor.get_underlay_channel()
-        work = await underlay.queue_declare(self._topology.work_queue, passive=True, timeout=5)
+        work = await underlay.queue_declare(self._queue_name, passive=True, timeout=5)
         dead = await underlay.queue_declare(
             self._topology.dead_letter_queue, passive=True, timeout=5
         )

@@ -12,18 +12,22 @@ The order is fixed by what may be trusted when:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from contracts.envelope import MAX_MESSAGE_BYTES, DecryptionKey, Profile, open_envelope
-from contracts.errors import MessageTooLarge, SenderNotAuthorised
+from contracts.errors import MessageTooLarge, Rejected, SenderNotAuthorised
 from contracts.events import Environment, Event, parse_event
 from contracts.letter import Letter, check_binding, decode_letter
 from contracts.pki import org_number_of
 from contracts.trust import SenderAuthorisation, TrustStore
 
-__all__ = ["Opener", "VerifiedEvent"]
+__all__ = ["Opener", "VerifiedEvent", "letter_context"]
+
+_EVENT_TYPES = frozenset({"kad.admission", "kad.discharge", "hst.consultation"})
 
 
 @dataclass(frozen=True)
@@ -76,10 +80,16 @@ class Opener:
             amqp_from_her_id=from_her_id,
         )
         assert signer_org is not None  # check_binding compared it with the letter's sender
-        event = parse_event(letter.event, environment=self._environment)
-        if event.sender_her_id != letter.sender.her_id:
-            raise SenderNotAuthorised("the event names another sender than the signed letter")
-        self._authorisation.check(signer_org, event.reporting_unit_org_number)
+        try:
+            event = parse_event(letter.event, environment=self._environment)
+            if event.sender_her_id != letter.sender.her_id:
+                raise SenderNotAuthorised("the event names another sender than the signed letter")
+            self._authorisation.check(signer_org, event.reporting_unit_org_number)
+        except Rejected as rejection:
+            # The signature held, so what the letter says of the event may name it in the
+            # receipt and the reports, even though the event itself is refused.
+            rejection.context.update(letter_context(letter.event))
+            raise
         return VerifiedEvent(
             event=event,
             letter=letter,
@@ -87,3 +97,33 @@ class Opener:
             signing_time=opened.signing_time,
             profile=opened.profile,
         )
+
+
+def letter_context(event: Mapping[str, Any]) -> dict[str, str]:
+    """Identifying, non-personal fields of an event that failed validation, read loosely:
+    only values of the expected shape are taken (an id, a type, 9 or 4 digits)."""
+    context: dict[str, str] = {}
+    event_id = event.get("event_id")
+    if isinstance(event_id, str) and _UUID.fullmatch(event_id):
+        context["event_id"] = event_id
+    event_type = event.get("event_type")
+    if event_type in _EVENT_TYPES:
+        context["event_type"] = str(event_type)
+    unit = event.get("unit")
+    org = unit.get("org_number") if isinstance(unit, Mapping) else None
+    if isinstance(org, str) and _DIGITS_9.fullmatch(org):
+        context["unit_org"] = org
+    municipalities = event.get("service_municipalities")
+    municipality = (
+        municipalities[0]
+        if isinstance(municipalities, list) and municipalities
+        else event.get("service_municipality")
+    )
+    if isinstance(municipality, str) and _DIGITS_4.fullmatch(municipality):
+        context["municipality"] = municipality
+    return context
+
+
+_UUID = re.compile(r"[0-9a-fA-F-]{36}")
+_DIGITS_9 = re.compile(r"\d{9}")
+_DIGITS_4 = re.compile(r"\d{4}")

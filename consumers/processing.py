@@ -23,9 +23,10 @@ from enum import StrEnum, unique
 import orjson
 
 from consumers.opener import Opener, VerifiedEvent
+from consumers.pool import OpenerPool
 from consumers.pseudonym import Pseudonymiser
 from consumers.store import ApplyResult, EventRecord, PathwayStore, RejectionRecord
-from contracts.errors import Reason, Rejected, TransientFailure
+from contracts.errors import ContractViolation, Reason, Rejected, TransientFailure
 from contracts.events import Event
 
 __all__ = ["Disposition", "Outcome", "Processor", "pseudonymise"]
@@ -90,10 +91,20 @@ def pseudonymise(event: Event, pseudonymiser: Pseudonymiser, message_id: str) ->
 
 
 class Processor:
-    def __init__(self, opener: Opener, pseudonymiser: Pseudonymiser, store: PathwayStore) -> None:
+    def __init__(
+        self,
+        opener: Opener,
+        pseudonymiser: Pseudonymiser,
+        store: PathwayStore,
+        *,
+        opener_pool: OpenerPool | None = None,
+    ) -> None:
+        """With ``opener_pool``, the open step (decrypt, verify, validate) runs in its
+        worker processes; what it returns or raises is the same as ``opener``'s."""
         self._opener = opener
         self._pseudonymiser = pseudonymiser
         self._store = store
+        self._opener_pool = opener_pool
 
     async def process(
         self, body: bytes, *, message_id: str | None, from_her_id: int | None
@@ -102,17 +113,26 @@ class Processor:
         try:
             if not message_id:
                 raise _missing_message_id()
-            verified = self._opener.open(body, message_id=message_id, from_her_id=from_her_id)
+            if self._opener_pool is not None:
+                verified = await self._opener_pool.open(
+                    body, message_id=message_id, from_her_id=from_her_id
+                )
+            else:
+                verified = self._opener.open(body, message_id=message_id, from_her_id=from_her_id)
             record = pseudonymise(verified.event, self._pseudonymiser, message_id)
             result = await self._store.apply(record)
         except Rejected as rejection:
-            await self._record_rejection(rejection, verified, message_id, from_her_id)
-            return self._outcome(
-                verified,
+            context = _context_of(verified, rejection)
+            await self._record_rejection(rejection, context, message_id, from_her_id)
+            return Outcome(
                 Disposition.DEAD_LETTER,
-                reason=rejection.reason,
-                description=rejection.description,
-                sender_her_id=from_her_id,
+                rejection.reason,
+                rejection.description,
+                event_id=context.get("event_id"),
+                event_type=context.get("event_type"),
+                sender_her_id=(
+                    verified.event.sender_her_id if verified is not None else from_her_id
+                ),
             )
         except TransientFailure as failure:
             return self._outcome(
@@ -126,27 +146,24 @@ class Processor:
     async def _record_rejection(
         self,
         rejection: Rejected,
-        verified: VerifiedEvent | None,
+        context: dict[str, str],
         message_id: str | None,
         from_her_id: int | None,
     ) -> None:
         """Count the rejection for data-quality reports; statistics never block dead-lettering."""
-        event = verified.event if verified is not None else None
-        municipalities = getattr(event, "service_municipalities", None)
+        violation = rejection if isinstance(rejection, ContractViolation) else None
         try:
             await self._store.record_rejection(
                 RejectionRecord(
                     message_id=message_id or "",
                     reason=rejection.reason.value,
-                    sender_her_id=event.sender_her_id if event is not None else from_her_id,
-                    event_type=event.event_type if event is not None else None,
-                    unit_org=event.reporting_unit_org_number if event is not None else None,
-                    municipality=(
-                        municipalities[0]
-                        if municipalities
-                        else getattr(event, "service_municipality", None)
-                    ),
+                    sender_her_id=from_her_id,
+                    event_type=context.get("event_type"),
+                    unit_org=context.get("unit_org"),
+                    municipality=context.get("municipality"),
                     rejected_at=datetime.now(UTC),
+                    rule=violation.rule if violation is not None else None,
+                    field=violation.field if violation is not None else None,
                 )
             )
         except TransientFailure:
@@ -175,6 +192,24 @@ class Processor:
             sender_her_id=event.sender_her_id,
             registered_at_epoch_s=event.registered_at.timestamp(),
         )
+
+
+def _context_of(verified: VerifiedEvent | None, rejection: Rejected) -> dict[str, str]:
+    """What names the rejected event: the verified event if it got that far (a conflicting
+    duplicate), else what the opener could read from the signed letter."""
+    if verified is None:
+        return dict(rejection.context)
+    event = verified.event
+    municipalities = getattr(event, "service_municipalities", None)
+    municipality = (
+        municipalities[0] if municipalities else getattr(event, "service_municipality", "")
+    )
+    return {
+        "event_id": str(event.event_id),
+        "event_type": event.event_type,
+        "unit_org": event.reporting_unit_org_number,
+        "municipality": str(municipality),
+    }
 
 
 def _missing_message_id() -> Rejected:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -97,6 +98,8 @@ class RejectionRecord:
     unit_org: str | None
     municipality: str | None
     rejected_at: datetime
+    rule: str | None = None
+    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,9 @@ _SCHEMA = [
         event_type TEXT,
         unit_org TEXT,
         municipality TEXT,
-        rejected_at TEXT NOT NULL)""",
+        rejected_at TEXT NOT NULL,
+        rule TEXT,
+        field TEXT)""",
     "CREATE INDEX IF NOT EXISTS rejections_time ON rejections (rejected_at)",
 ]
 
@@ -233,11 +238,23 @@ def _consultation_from_row(row: Sequence[Any]) -> ConsultationProjection:
     )
 
 
+MAX_GROUP_COMMIT = 128
+
+
+def _lock_keys(record: EventRecord) -> list[str]:
+    """The pathways an event touches: its record, and its stay if it has one."""
+    keys = [f"record:{record.record_key}"]
+    if record.stay_id is not None:
+        keys.append(f"stay:{record.unit_org}:{record.stay_id}")
+    return keys
+
+
 class _Dialect(Protocol):
     def connect(self) -> Any: ...
     def sql(self, statement: str) -> str: ...
     def lock(self, cursor: Any, key: str) -> None: ...
     def is_integrity_error(self, error: BaseException) -> bool: ...
+    def is_retryable(self, error: BaseException) -> bool: ...
     def is_unavailable(self, error: BaseException) -> bool: ...
 
 
@@ -250,6 +267,10 @@ class SqlStore:
         # One connection, used from one worker thread at a time.
         self._lock = threading.Lock()
         self._closed = False
+        self._pending: list[tuple[EventRecord, asyncio.Future[ApplyResult]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        #: Transactions that applied events (fewer than applies when group commit works).
+        self.group_commits = 0
 
     async def __aenter__(self) -> Self:
         await self._run(lambda connection: None)
@@ -264,7 +285,10 @@ class SqlStore:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection; closing twice is harmless."""
+        """Finish the applies already handed in, then close; closing twice is harmless."""
+        writer = self._writer
+        if writer is not None and not writer.done():
+            await asyncio.shield(writer)
         self._closed = True
         await asyncio.to_thread(self._close_sync)
 
@@ -317,32 +341,95 @@ class SqlStore:
         await self._run(lambda connection: connection.cursor().execute("SELECT 1"))
 
     async def apply(self, record: EventRecord) -> ApplyResult:
-        result: ApplyResult = await self._run(
-            lambda connection: self._apply_sync(connection, record)
-        )
-        return result
+        """Dedup and apply one event; returns once it is committed.
 
-    def _apply_sync(self, connection: Any, record: EventRecord) -> ApplyResult:
+        Group commit: applies that arrive while a transaction is running wait and go into
+        the next one together (each in its own savepoint), so one commit - one fsync on
+        SQLite - serves many deliveries. Each caller still gets its own result or error,
+        and still only after the commit that contains it.
+        """
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        future: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        return await future
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch = self._pending[:MAX_GROUP_COMMIT]
+            del self._pending[: len(batch)]
+            records = [record for record, _ in batch]
+            try:
+                results: list[ApplyResult | Exception] = await self._run(
+                    functools.partial(self._apply_batch_sync, records=records)
+                )
+            except Exception as error:  # the whole transaction failed: tell every caller
+                results = [error] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # the caller was cancelled; its record is still decided
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    def _apply_batch_sync(
+        self, connection: Any, *, records: Sequence[EventRecord]
+    ) -> list[ApplyResult | Exception]:
         for attempt in range(3):
             try:
-                result = self._apply_once(connection, record)
+                results = self._apply_batch_once(connection, records)
                 connection.commit()
-                return result
+                self.group_commits += 1
+                return results
             except Exception as error:
                 connection.rollback()
-                # Another consumer committed the same message or event between our read
-                # and our insert: run again, and the reads now see it.
-                if self._dialect.is_integrity_error(error) and attempt < 2:
+                # A deadlock or serialisation failure between concurrent consumers aborts
+                # the whole transaction: run the batch again.
+                if self._dialect.is_retryable(error) and attempt < 2:
                     continue
                 raise
+        raise AssertionError("unreachable")
+
+    def _apply_batch_once(
+        self, connection: Any, records: Sequence[EventRecord]
+    ) -> list[ApplyResult | Exception]:
+        cursor = connection.cursor()
+        # Every lock the batch needs, in one global order: two consumers' batches can
+        # wait for each other but never deadlock.
+        for key in sorted({key for record in records for key in _lock_keys(record)}):
+            self._dialect.lock(cursor, key)
+        results: list[ApplyResult | Exception] = []
+        for record in records:
+            results.append(self._apply_in_savepoint(cursor, connection, record))
+        return results
+
+    def _apply_in_savepoint(
+        self, cursor: Any, connection: Any, record: EventRecord
+    ) -> ApplyResult | Exception:
+        for attempt in range(2):
+            cursor.execute("SAVEPOINT apply_one")
+            try:
+                result = self._apply_once(connection, record)
+            except ConflictingDuplicate as conflict:
+                cursor.execute("ROLLBACK TO SAVEPOINT apply_one")
+                return conflict
+            except Exception as error:
+                cursor.execute("ROLLBACK TO SAVEPOINT apply_one")
+                # Another consumer committed this message or event after our read: read
+                # again, and the duplicate shows.
+                if self._dialect.is_integrity_error(error) and attempt == 0:
+                    continue
+                raise
+            cursor.execute("RELEASE SAVEPOINT apply_one")
+            return result
         raise AssertionError("unreachable")
 
     def _apply_once(self, connection: Any, record: EventRecord) -> ApplyResult:
         sql = self._dialect.sql
         cursor = connection.cursor()
-        if record.stay_id is not None:
-            self._dialect.lock(cursor, f"stay:{record.unit_org}:{record.stay_id}")
-        self._dialect.lock(cursor, f"record:{record.record_key}")
 
         cursor.execute(
             sql("SELECT 1 FROM received_messages WHERE message_id = ?"), (record.message_id,)
@@ -506,7 +593,8 @@ class SqlStore:
             cursor.execute(
                 self._dialect.sql(
                     "INSERT INTO rejections (message_id, reason, sender_her_id, event_type,"
-                    " unit_org, municipality, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " unit_org, municipality, rejected_at, rule, field)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (message_id) DO NOTHING"
                 ),
                 (
@@ -517,6 +605,8 @@ class SqlStore:
                     rejection.unit_org,
                     rejection.municipality,
                     _iso(rejection.rejected_at),
+                    rejection.rule,
+                    rejection.field,
                 ),
             )
             connection.commit()
@@ -675,6 +765,9 @@ class _SqliteDialect:
     def is_integrity_error(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.IntegrityError)
 
+    def is_retryable(self, error: BaseException) -> bool:
+        return False  # one writer at a time: no deadlocks to retry
+
     def is_unavailable(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.OperationalError)
 
@@ -698,6 +791,13 @@ class _PostgresDialect:
         import psycopg
 
         return isinstance(error, psycopg.errors.IntegrityError)
+
+    def is_retryable(self, error: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(
+            error, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+        )
 
     def is_unavailable(self, error: BaseException) -> bool:
         import psycopg

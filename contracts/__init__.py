@@ -4,6 +4,16 @@ Import from here (or from ``contracts.events`` for the full code lists); the
 submodules are the implementation.
 """
 
+from contracts.envelope import (
+    CONTENT_TYPE,
+    MAX_MESSAGE_BYTES,
+    DecryptionKey,
+    OpenedEnvelope,
+    Profile,
+    SigningIdentity,
+    open_envelope,
+    seal,
+)
 from contracts.errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -40,16 +50,6 @@ from contracts.events import (
     Person,
     encode_event,
     parse_event,
-)
-from contracts.envelope import (
-    CONTENT_TYPE,
-    MAX_MESSAGE_BYTES,
-    DecryptionKey,
-    OpenedEnvelope,
-    Profile,
-    SigningIdentity,
-    open_envelope,
-    seal,
 )
 from contracts.letter import Letter, Party, check_binding, decode_letter, encode_letter
 from contracts.pki import PkiDir, ensure_dev_pki, generate_dev_pki, org_number_of
@@ -91,6 +91,7 @@ __all__ = [
     "RecipientMismatch",
     "Rejected",
     "SenderAuthorisation",
+    "SenderNotAuthorised",
     "SignatureInvalid",
     "SigningIdentity",
     "StoreUnavailable",

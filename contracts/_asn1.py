@@ -73,7 +73,7 @@ _MESSAGE_DIGEST_ATTR = oid("1.2.840.113549.1.9.4")
 _SIGNING_TIME_ATTR = oid("1.2.840.113549.1.9.5")
 _SHA256 = tlv(_SEQUENCE, oid("2.16.840.1.101.3.4.2.1"), _NULL)
 _RSA_ENCRYPTION = tlv(_SEQUENCE, oid("1.2.840.113549.1.1.1"), _NULL)
-_RSAES_OAEP_SHA256 = tlv(
+RSAES_OAEP_SHA256 = tlv(
     _SEQUENCE,
     oid("1.2.840.113549.1.1.7"),
     tlv(
@@ -193,7 +193,7 @@ def auth_enveloped_data(
         tlv(
             _SET,
             _key_transport(
-                _RSAES_OAEP_SHA256, recipient_issuer_der, recipient_serial, encrypted_key
+                RSAES_OAEP_SHA256, recipient_issuer_der, recipient_serial, encrypted_key
             ),
         ),
         tlv(

@@ -6,12 +6,14 @@ TLS settings live here so producer, consumer and tools cannot drift apart.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
+from aio_pika.connection import make_url
 
 __all__ = ["TlsSettings", "connect"]
 
@@ -39,15 +41,24 @@ class TlsSettings:
 async def connect(
     url: str, *, tls: TlsSettings | None = None, name: str = "kpr-stream"
 ) -> AbstractRobustConnection:
-    """Connect robustly; with ``tls`` the URL must be ``amqps://``."""
-    if tls is None:
-        return await aio_pika.connect_robust(url, client_properties={"connection_name": name})
-    if not url.startswith("amqps://"):
-        raise ValueError("TLS settings need an amqps:// URL")
-    query = "&auth=external" if tls.client_cert is not None else ""
-    separator = "&" if "?" in url else "?"
-    return await aio_pika.connect_robust(
-        f"{url}{separator}{query.lstrip('&')}" if query else url,
-        ssl_context=tls.context(),
-        client_properties={"connection_name": name},
+    """Connect robustly; with ``tls`` the URL must be ``amqps://``.
+
+    A connection that fails to open is closed before the error propagates (aio-pika's
+    ``connect_robust`` leaves it to ``__del__``, which cannot close it outside a loop).
+    """
+    ssl_context = None
+    if tls is not None:
+        if not url.startswith("amqps://"):
+            raise ValueError("TLS settings need an amqps:// URL")
+        if tls.client_cert is not None:
+            url = f"{url}{'&' if '?' in url else '?'}auth=external"
+        ssl_context = tls.context()
+    connection = aio_pika.RobustConnection(
+        make_url(url), ssl_context=ssl_context, client_properties={"connection_name": name}
     )
+    try:
+        await connection.connect()
+    except BaseException:
+        await asyncio.shield(connection.close())
+        raise
+    return connection

@@ -127,6 +127,9 @@ class Rejected(KprError):
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
+        #: What is known of the rejected event once its signature held: ``event_id``,
+        #: ``event_type``, ``unit_org``, ``municipality``. Never personal data.
+        self.context: dict[str, str] = {}
 
 
 class MalformedMessage(Rejected):

@@ -13,6 +13,19 @@ messages back to a sender). ::
     broker, delivery limit reached --> kpr.dlx --> {register}_dl
 
 ``prefix`` isolates several topologies on one broker (tests, benchmarks).
+
+Partitioned (``partitions=N > 0``), for per-person order across several consumers::
+
+    kpr.events --("event")--> kpr.partitions (x-consistent-hash on header kprPartitionKey)
+        --(weight "1" each)--> {register}_async.p0 ... {register}_async.p{N-1}
+           quorum, same arguments as {register}_async, plus x-single-active-consumer
+
+The entry points do not change: senders still publish to ``kpr.in.{sender}`` with routing
+key ``event``, and the delay queues still dead-letter into ``kpr.events``; a retry keeps
+its headers, so it re-enters the partition of its person. ``{register}_async`` is still
+declared (so a backlog from before partitioning can drain) but is *unbound* from
+``kpr.events``: every message lands in exactly one queue. The partition key is
+:func:`contracts.partitioning.partition_token` (keyed, truncated: see that module).
 """
 
 from __future__ import annotations
@@ -20,8 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from contracts.partitioning import PARTITION_HEADER
+
 if TYPE_CHECKING:
-    from aio_pika.abc import AbstractChannel
+    from aio_pika.abc import AbstractChannel, AbstractExchange
 
 __all__ = ["KPR_HER_IDS", "Topology"]
 
@@ -37,6 +52,11 @@ class Topology:
     prefix: str = ""
     dead_letter_strategy: str = "at-least-once"
     work_queue_extra_arguments: dict[str, Any] = field(default_factory=dict)
+    partitions: int = 0
+
+    def __post_init__(self) -> None:
+        if self.partitions < 0:
+            raise ValueError("partitions must be 0 (one work queue) or a positive count")
 
     @property
     def work_exchange(self) -> str:
@@ -49,6 +69,33 @@ class Topology:
     @property
     def work_queue(self) -> str:
         return f"{self.prefix}{self.register_her_id}_async"
+
+    @property
+    def partition_exchange(self) -> str:
+        """The consistent-hash exchange between ``kpr.events`` and the partition queues."""
+        return f"{self.prefix}kpr.partitions"
+
+    def partition_queue(self, index: int) -> str:
+        if not 0 <= index < self.partitions:
+            raise ValueError(f"partition {index} is outside 0..{self.partitions - 1}")
+        return f"{self.work_queue}.p{index}"
+
+    @property
+    def partition_queues(self) -> tuple[str, ...]:
+        return tuple(self.partition_queue(index) for index in range(self.partitions))
+
+    @property
+    def consume_queues(self) -> tuple[str, ...]:
+        """The queues consumers take events from: the partitions, or the one work queue."""
+        return self.partition_queues if self.partitions else (self.work_queue,)
+
+    def partition_exchange_arguments(self) -> dict[str, Any]:
+        return {"hash-header": PARTITION_HEADER}
+
+    def partition_queue_arguments(self) -> dict[str, Any]:
+        # One active consumer per partition keeps one person's events on one consumer;
+        # the others wait as standbys and take over when it goes away.
+        return {**self.work_queue_arguments(), "x-single-active-consumer": True}
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -111,7 +158,13 @@ class Topology:
         queue = await channel.declare_queue(
             self.work_queue, durable=True, arguments=self.work_queue_arguments()
         )
-        await queue.bind(work, routing_key=self.routing_key)
+        if self.partitions:
+            # Unbinding an absent binding is a no-op; after a switch to partitions it
+            # stops the old queue from receiving a second copy of each message.
+            await queue.unbind(work, routing_key=self.routing_key)
+            await self._declare_partitions(channel, work)
+        else:
+            await queue.bind(work, routing_key=self.routing_key)
 
         dlx = await channel.declare_exchange(
             self.dead_letter_exchange, ExchangeType.DIRECT, durable=True
@@ -132,6 +185,23 @@ class Topology:
             await delay_queue.bind(retry, routing_key=name)
 
         await channel.declare_exchange(self.receipt_exchange, ExchangeType.DIRECT, durable=True)
+
+    async def _declare_partitions(
+        self, channel: AbstractChannel, work: AbstractExchange
+    ) -> None:
+        partitions = await channel.declare_exchange(
+            self.partition_exchange,
+            "x-consistent-hash",
+            durable=True,
+            arguments=self.partition_exchange_arguments(),
+        )
+        await partitions.bind(work, routing_key=self.routing_key)
+        for name in self.partition_queues:
+            queue = await channel.declare_queue(
+                name, durable=True, arguments=self.partition_queue_arguments()
+            )
+            # The binding key is the queue's weight on the hash ring: all equal.
+            await queue.bind(partitions, routing_key="1")
 
     async def declare_inbound(self, channel: AbstractChannel, sender_her_id: int) -> str:
         """Declare a sender's inbound exchange and bind it to the work exchange."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for kpr-stream on Debian bookworm (as root on a fresh machine):
 #   1. the system packages the local broker and database need (rabbitmq-server,
-#      postgresql, openssl; python3 and its venv module), installed only when missing;
+#      postgresql, openssl; python3 and its venv module) and the tests' tools (prometheus
+#      for promtool, chromium for the report test), installed only when missing;
 #   2. the project's virtualenv in .venv with `pip install -e ".[dev]"`, redone only
 #      when pyproject.toml changed.
 # The tests and the demo start their own RabbitMQ / PostgreSQL processes on free ports
@@ -30,6 +31,9 @@ missing=()
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
+# promtool checks the Prometheus alert rules; chromium renders the HTML report in its test.
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
 command -v python3 >/dev/null || missing+=(python3)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     missing+=(python3-venv)

@@ -20,7 +20,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kpr.commands.synth",
     "kpr.commands.crypto",
     "kpr.commands.pki",
+    "kpr.commands.dlq",
+    "kpr.commands.dedup",
     "kpr.commands.report",
+    "kpr.commands.bench",
+    "kpr.commands.backfill",
 )
 
 

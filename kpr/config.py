@@ -15,8 +15,23 @@
 - ``KPR_STATE_DIR``: where the demo keeps broker, PKI, store and keys; default ``.kpr``.
 - ``KPR_METRICS_PORT``: HTTP port for ``/metrics``, ``/healthz``, ``/readyz``; default off.
 - ``KPR_QUEUE_PREFIX``: prefix of every exchange and queue name (tests, benchmarks).
+- ``KPR_OPEN_WORKERS``: consumer worker processes for decrypt + verify + validate
+  (0, the default, opens in the consumer process itself).
+- ``KPR_SENDER_HER_ID``: set on a sender's producer whose broker user may only write to its
+  own inbound exchange ``kpr.in.{herId}``: publish there and declare nothing.
 - ``KPR_DRAIN_TIMEOUT``: seconds a stopping consumer / producer waits for in-flight
   messages (SIGTERM); default 30.
+- ``KPR_PARTITIONS``: number of partition queues behind the consistent-hash exchange
+  (see ``contracts/topology.py``); 0 (the default) is the single work queue. Producers and
+  consumers must agree (a producer declares the topology unless ``KPR_SENDER_HER_ID``).
+- ``KPR_PARTITION_KEY_FILE``: the producer's partition key (hex, >= 16 bytes) for the
+  partition token (``contracts/partitioning.py``); required in production when
+  ``KPR_PARTITIONS`` > 0, a fixed public development key in test.
+- ``KPR_PARTITION_CONSUMERS``: how many consumer processes share the partitions; each
+  first claims ``ceil(partitions / this)`` partitions nobody consumes yet; default 1.
+- ``KPR_PARTITION_STANDBY_DELAY``: seconds before a consumer also subscribes, as standby,
+  to the partitions it did not claim (then it takes over when their active consumer
+  goes); default 10.
 - ``KPR_AMQP_CA_FILE``: CA bundle that verifies the broker's TLS certificate; setting it
   turns TLS on (the URL must then be ``amqps://``; TLS 1.2 or 1.3 only).
 - ``KPR_AMQP_CLIENT_CERT``, ``KPR_AMQP_CLIENT_KEY``: a TLS client certificate and key;
@@ -42,6 +57,7 @@ from cryptography import x509
 from contracts.connection import TlsSettings
 from contracts.envelope import DecryptionKey, Profile, SigningIdentity
 from contracts.events import Environment
+from contracts.partitioning import DEV_PARTITION_KEY, parse_partition_key
 from contracts.pki import PkiDir, load_certificate, load_certificates, load_private_key
 from contracts.topology import KPR_HER_IDS, Topology
 from contracts.trust import FileCrlSource, SenderAuthorisation, TrustStore
@@ -76,6 +92,12 @@ class Settings:
     amqp_ca_file: Path | None = None
     amqp_client_cert: Path | None = None
     amqp_client_key: Path | None = None
+    sender_her_id: int | None = None
+    open_workers: int = 0
+    partitions: int = 0
+    partition_key_file: Path | None = None
+    partition_consumers: int = 1
+    partition_standby_delay_s: float = 10.0
     env: Mapping[str, str] | None = None
 
     @classmethod
@@ -101,6 +123,12 @@ class Settings:
             amqp_ca_file=_path(env.get("KPR_AMQP_CA_FILE")),
             amqp_client_cert=_path(env.get("KPR_AMQP_CLIENT_CERT")),
             amqp_client_key=_path(env.get("KPR_AMQP_CLIENT_KEY")),
+            sender_her_id=int(env["KPR_SENDER_HER_ID"]) if env.get("KPR_SENDER_HER_ID") else None,
+            open_workers=int(env.get("KPR_OPEN_WORKERS", "0")),
+            partitions=int(env.get("KPR_PARTITIONS") or 0),
+            partition_key_file=_path(env.get("KPR_PARTITION_KEY_FILE")),
+            partition_consumers=int(env.get("KPR_PARTITION_CONSUMERS") or 1),
+            partition_standby_delay_s=float(env.get("KPR_PARTITION_STANDBY_DELAY") or 10),
             env=env,
         )
 
@@ -132,7 +160,26 @@ class Settings:
         )
 
     def topology(self) -> Topology:
-        return Topology(register_her_id=self.register_her_id, prefix=self.queue_prefix)
+        return Topology(
+            register_her_id=self.register_her_id,
+            prefix=self.queue_prefix,
+            partitions=self.partitions,
+        )
+
+    def partition_key(self) -> bytes | None:
+        """The producer's partition key, or ``None`` (messages then carry no token).
+
+        ``KPR_PARTITION_KEY_FILE`` if set; else the public development key in test; else,
+        in production, ``None`` without partitions and ``ValueError`` with them (all
+        events would hash to one partition). Raises ``ValueError`` for a malformed key.
+        """
+        if self.partition_key_file is not None:
+            return parse_partition_key(self.partition_key_file.read_text(encoding="ascii"))
+        if self.environment is not Environment.PRODUCTION:
+            return DEV_PARTITION_KEY
+        if self.partitions:
+            raise ValueError("KPR_PARTITION_KEY_FILE must be set in production with KPR_PARTITIONS")
+        return None
 
     # -- producer side ------------------------------------------------------------
 
@@ -185,6 +232,17 @@ class Settings:
         if self.authorisation_file is not None:
             return SenderAuthorisation.from_json_file(self.authorisation_file)
         return SenderAuthorisation.from_mapping({})
+
+    def receipt_signing_identity(self) -> SigningIdentity:
+        """The register's identity for signing rejection receipts (consumers.receipts):
+        ``KPR_RECEIPT_SIGNER_CERT`` / ``KPR_RECEIPT_SIGNER_KEY`` (+ ``KPR_RECEIPT_SIGNER_CHAIN``),
+        else the register's signing pair in ``KPR_PKI_DIR``."""
+        cert, key = self._get("KPR_RECEIPT_SIGNER_CERT"), self._get("KPR_RECEIPT_SIGNER_KEY")
+        if cert and key:
+            chain_files = _paths(self._get("KPR_RECEIPT_SIGNER_CHAIN"))
+            chain = tuple(c for p in chain_files for c in load_certificates(p))
+            return SigningIdentity(load_certificate(Path(cert)), load_private_key(Path(key)), chain)
+        return PkiDir.load(self.pki_dir).register.signing_identity
 
     def pseudonym_key_path(self) -> Path:
         if self.pseudonym_key_file is not None:

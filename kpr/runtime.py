@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -15,14 +16,18 @@ from prometheus_client import CollectorRegistry
 from consumers.consumer import Consumer
 from consumers.metrics import CertificateRole, ConsumerMetrics
 from consumers.opener import Opener
+from consumers.pool import OpenerPool
 from consumers.processing import Processor
 from consumers.pseudonym import Pseudonymiser, load_or_create_key
+from consumers.receipts import ReceiptSigner
 from consumers.store import SqlStore, StoreSummary, open_store
+from contracts.errors import PublishFailed
 from contracts.events import Event, parse_event
 from kpr.config import Settings
 from kpr.observability import ObservabilityServer, ReadinessCheck
+from kpr.partitioned import PartitionedConsumers
 from producers.metrics import ProducerMetrics
-from producers.publisher import Publisher, PublishReport
+from producers.publisher import OutcomeCallback, Publisher, PublishOutcome, PublishReport
 from producers.sealer import SealedMessage, Sealer
 
 __all__ = [
@@ -56,6 +61,7 @@ def build_sealer(settings: Settings) -> Sealer:
         settings.recipient_certificate(),
         recipient_her_id=settings.register_her_id,
         profile=settings.profile,
+        partition_key=settings.partition_key(),
     )
 
 
@@ -93,15 +99,32 @@ async def _endpoint(
         yield server
 
 
+def _inbound_exchange(settings: Settings) -> str | None:
+    if settings.sender_her_id is None:
+        return None
+    return settings.topology().inbound_exchange(settings.sender_her_id)
+
+
 async def publish_events(
     settings: Settings,
     events: Iterable[Event],
     *,
     registry: CollectorRegistry | None = None,
     stop: asyncio.Event | None = None,
+    on_outcome: OutcomeCallback | None = None,
+    confirm_timeout_s: float = 30.0,
+    resend_rounds: int = 3,
+    reconnect_timeout_s: float = 60.0,
 ) -> PublishReport:
     """Seal and publish ``events``; once ``stop`` is set, publish no more and wait for
-    the confirms of those already sent (the report then covers fewer than all)."""
+    the confirms of those already sent (the report then covers fewer than all).
+
+    A message whose outcome is unknown (no confirm within ``confirm_timeout_s``, or the
+    connection broke under it) is resent, with the same message id, once the connection
+    is back (waiting up to ``reconnect_timeout_s``), at most ``resend_rounds`` times.
+    What is still unknown after that stays ``unknown`` in the report (``kpr produce``
+    then exits 1): the wall time is bounded, the producer never hangs silently.
+    ``on_outcome`` sees every attempt, the report only each message's final outcome."""
     sealer = build_sealer(settings)
     metrics = ProducerMetrics(registry if registry is not None else CollectorRegistry())
     metrics.set_signing_certificate_expiry(settings.signing_identity().certificate)
@@ -117,12 +140,52 @@ async def publish_events(
         Publisher(
             settings.amqp_url,
             topology=settings.topology(),
+            # A sender's broker user may write only to its own inbound exchange.
+            exchange=_inbound_exchange(settings),
+            declare=settings.sender_her_id is None,
             tls=settings.tls_settings(),
             metrics=metrics,
+            confirm_timeout_s=confirm_timeout_s,
         ) as publisher,
         _endpoint(settings, metrics.registry, publisher.readiness_problems),
     ):
-        return await publisher.publish_all(sealed_until_stopped())
+        final: dict[str, PublishOutcome] = {}
+        unknown: dict[str, SealedMessage] = {}
+
+        async def track(
+            sealed: SealedMessage, outcome: PublishOutcome, error: PublishFailed | None
+        ) -> None:
+            final[sealed.message_id] = outcome
+            if outcome is PublishOutcome.UNKNOWN:
+                unknown[sealed.message_id] = sealed
+            else:
+                unknown.pop(sealed.message_id, None)
+            if on_outcome is not None:
+                await on_outcome(sealed, outcome, error)
+
+        await publisher.publish_all(sealed_until_stopped(), on_outcome=track)
+        for _ in range(resend_rounds):
+            if not unknown or (stop is not None and stop.is_set()):
+                break
+            if not await _reconnected(publisher, reconnect_timeout_s):
+                log.error("broker not back in time: %d messages left unknown", len(unknown))
+                break
+            log.warning("resending %d messages whose outcome is unknown", len(unknown))
+            await publisher.publish_all(list(unknown.values()), on_outcome=track)
+        report = PublishReport()
+        for message_id, outcome in final.items():
+            report.record(message_id, outcome)
+        return report
+
+
+async def _reconnected(publisher: Publisher, timeout_s: float) -> bool:
+    """Wait until ``publisher`` can publish again (robust reconnect); False after ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while await publisher.readiness_problems():
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
 
 
 def _certificate_gauges(settings: Settings, metrics: ConsumerMetrics) -> None:
@@ -150,13 +213,41 @@ async def consume(
     watch_interval_s: float = 5.0,
 ) -> Counter[str]:
     """Run the consumer until ``stop`` is set (then drain within ``settings.drain_timeout_s``)
-    or the queue has been idle ``until_idle_s``; serve ``/metrics`` if a port is set."""
+    or the queue has been idle ``until_idle_s``; serve ``/metrics`` if a port is set.
+
+    With ``settings.open_workers`` > 0 the RSA-heavy open step runs in that many worker
+    processes, so both cores work while the event loop handles AMQP and the store."""
     metrics = ConsumerMetrics(registry if registry is not None else CollectorRegistry())
     _certificate_gauges(settings, metrics)
     store: SqlStore = open_store(settings.store_url)
-    async with store:
-        processor = Processor(build_opener(settings), pseudonymiser(settings), store)
-        async with Consumer(
+    with contextlib.ExitStack() as pools:
+        pool = (
+            pools.enter_context(
+                OpenerPool(functools.partial(build_opener, settings), workers=settings.open_workers)
+            )
+            if settings.open_workers > 0
+            else None
+        )
+        async with store:
+            processor = Processor(
+                build_opener(settings), pseudonymiser(settings), store, opener_pool=pool
+            )
+            return await _consume_with(
+                settings, processor, store, metrics, until_idle_s, stop, watch_interval_s
+            )
+
+
+async def _consume_with(
+    settings: Settings,
+    processor: Processor,
+    store: SqlStore,
+    metrics: ConsumerMetrics,
+    until_idle_s: float | None,
+    stop: asyncio.Event | None,
+    watch_interval_s: float,
+) -> Counter[str]:
+    def consumer_of(queue: str | None) -> Consumer:
+        return Consumer(
             settings.amqp_url,
             topology=settings.topology(),
             processor=processor,
@@ -165,24 +256,42 @@ async def consume(
             metrics=metrics,
             store_ping=store.ping,
             watch_interval_s=watch_interval_s,
-        ) as consumer, _endpoint(settings, metrics.registry, consumer.readiness_problems):
-            sampler = asyncio.create_task(
-                _sample_pathways(store, metrics, PATHWAY_SAMPLE_INTERVAL_S)
-            )
+            receipt_signer=ReceiptSigner(settings.receipt_signing_identity()),
+            queue=queue,
+        )
 
-            async def relay_stop() -> None:
-                if stop is not None:
-                    await stop.wait()
-                    consumer.request_stop()
+    # Partitioned: one Consumer per partition queue behind the same interface.
+    consumers: Consumer | PartitionedConsumers = (
+        PartitionedConsumers(
+            consumer_of,
+            settings.topology(),
+            url=settings.amqp_url,
+            tls=settings.tls_settings(),
+            consumer_processes=settings.partition_consumers,
+            standby_delay_s=settings.partition_standby_delay_s,
+        )
+        if settings.partitions
+        else consumer_of(None)
+    )
+    async with (
+        consumers as consumer,
+        _endpoint(settings, metrics.registry, consumer.readiness_problems),
+    ):
+        sampler = asyncio.create_task(_sample_pathways(store, metrics, PATHWAY_SAMPLE_INTERVAL_S))
 
-            # Started after run() cleared its stop flag, so an early signal is not lost.
-            relay = asyncio.create_task(relay_stop())
-            try:
-                return await consumer.run(until_idle_s=until_idle_s)
-            finally:
-                for task in (relay, sampler):
-                    task.cancel()
-                await asyncio.gather(relay, sampler, return_exceptions=True)
+        async def relay_stop() -> None:
+            if stop is not None:
+                await stop.wait()
+                consumer.request_stop()
+
+        # Started after run() cleared its stop flag, so an early signal is not lost.
+        relay = asyncio.create_task(relay_stop())
+        try:
+            return await consumer.run(until_idle_s=until_idle_s)
+        finally:
+            for task in (relay, sampler):
+                task.cancel()
+            await asyncio.gather(relay, sampler, return_exceptions=True)
 
 
 async def store_summary(settings: Settings) -> StoreSummary:

@@ -16,6 +16,7 @@ from cryptography import x509
 from contracts.envelope import Profile, SigningIdentity, seal
 from contracts.events import Event, encode_event
 from contracts.letter import Party, encode_letter
+from contracts.partitioning import PARTITION_HEADER, partition_token
 from contracts.pki import org_number_of
 
 __all__ = ["SealedMessage", "Sealer", "message_id_for"]
@@ -34,7 +35,9 @@ def message_id_for(event: Event) -> str:
 class SealedMessage:
     """A sealed event and the clear-text metadata that may travel beside it.
 
-    Nothing here is personal: ids, types, HER-ids and times only.
+    Nothing here is personal: ids, types, HER-ids and times only. ``partition_key`` is a
+    keyed, truncated hash of the person (:func:`contracts.partitioning.partition_token`),
+    not the id; ``None`` when the producer has no partition key (unpartitioned).
     """
 
     message_id: str
@@ -44,14 +47,20 @@ class SealedMessage:
     sender_her_id: int
     recipient_her_id: int
     created_at: datetime
+    partition_key: str | None = None
 
     def headers(self) -> dict[str, FieldValue]:
-        return {
+        headers: dict[str, FieldValue] = {
             "fromHerId": self.sender_her_id,
             "toHerId": self.recipient_her_id,
             "applicationTimeStamp": self.created_at.isoformat(),
             "eventType": self.event_type,
         }
+        if self.partition_key is not None:
+            # The consistent-hash exchange routes on this header, not on the routing key:
+            # the routing key stays "event" so sender bindings and retries are unchanged.
+            headers[PARTITION_HEADER] = self.partition_key
+        return headers
 
 
 class Sealer:
@@ -64,7 +73,9 @@ class Sealer:
         *,
         recipient_her_id: int,
         profile: Profile = Profile.NATIONAL,
+        partition_key: bytes | None = None,
     ) -> None:
+        """With ``partition_key``, each message carries the person's partition token."""
         signer_org = org_number_of(signer.certificate)
         if signer_org is None:
             raise ValueError("the signing certificate carries no organisation number")
@@ -73,6 +84,7 @@ class Sealer:
         self._recipient = recipient_certificate
         self._recipient_her_id = recipient_her_id
         self._profile = profile
+        self._partition_key = partition_key
 
     def seal(self, event: Event, *, created_at: datetime | None = None) -> SealedMessage:
         created = created_at or datetime.now(UTC)
@@ -99,4 +111,9 @@ class Sealer:
             sender_her_id=event.sender_her_id,
             recipient_her_id=self._recipient_her_id,
             created_at=created,
+            partition_key=(
+                None
+                if self._partition_key is None
+                else partition_token(event.person.national_id, self._partition_key)
+            ),
         )

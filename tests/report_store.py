@@ -2,7 +2,8 @@
 
 Synthetic events go through :func:`consumers.processing.pseudonymise` and
 ``store.apply`` exactly as the consumer runs them after verification; the CMS opening
-is skipped (the report tests are about what is stored, not how it was protected). Rejections are recorded with
+is skipped (the report tests are about what is stored, not how it was protected).
+Rejections are recorded with
 ``record_rejection`` as the processor does, including the ones it records before it
 knows the event (no unit, no municipality).
 """

@@ -142,6 +142,8 @@ class ProgrammeConsultation(StrEnum):
 
 @unique
 class ConsultationForm(StrEnum):
+    """How the consultation took place."""
+
     ATTENDED = "attended"
     VIDEO = "video"
     TELEPHONE = "telephone"
@@ -150,6 +152,8 @@ class ConsultationForm(StrEnum):
 
 @unique
 class ConsultationPlace(StrEnum):
+    """Where the consultation took place."""
+
     HEALTH_STATION = "health-station"
     SCHOOL = "school"
     HOME = "home"
@@ -161,6 +165,8 @@ class ConsultationPlace(StrEnum):
 
 @unique
 class PersonnelCategory(StrEnum):
+    """Health-personnel categories present at the consultation."""
+
     PUBLIC_HEALTH_NURSE = "public-health-nurse"
     MIDWIFE = "midwife"
     DOCTOR = "doctor"
@@ -173,6 +179,8 @@ class PersonnelCategory(StrEnum):
 
 @unique
 class ConsultationStatus(StrEnum):
+    """What became of the booked consultation."""
+
     COMPLETED = "completed"
     DID_NOT_ATTEND = "did-not-attend"
     CANCELLED_BY_SERVICE = "cancelled-by-service"
@@ -265,12 +273,16 @@ class CooperationPartner(StrEnum):
 
 @unique
 class LengthUnit(StrEnum):
+    """Unit of a length (height, head circumference)."""
+
     CM = "cm"
     MM = "mm"
 
 
 @unique
 class MassUnit(StrEnum):
+    """Unit of a mass (weight)."""
+
     KG = "kg"
     G = "g"
 

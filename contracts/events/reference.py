@@ -273,6 +273,12 @@ def _model_section(model: type[BaseModel]) -> list[str]:
         description = prop.get("description", "")
         if not description and "anyOf" in prop:
             description = next((p["description"] for p in prop["anyOf"] if "description" in p), "")
+        if not description:
+            reference = prop.get("$ref") or next(
+                (p["$ref"] for p in prop.get("anyOf", []) if "$ref" in p), ""
+            )
+            definition = schema.get("$defs", {}).get(str(reference).rsplit("/", 1)[-1], {})
+            description = str(definition.get("description", "")).split("\n\n")[0]
         flag = "yes" if name in required else "no"
         lines.append(f"| `{name}` | {_cell(_type_of(prop))} | {flag} | {_cell(description)} |")
     return [*lines, ""]

@@ -27,11 +27,26 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amqp-url", help="broker URL (env KPR_AMQP_URL)")
     parser.add_argument("--pki-dir", type=Path, help="development PKI directory (env KPR_PKI_DIR)")
     parser.add_argument("--queue-prefix", help="prefix of every exchange and queue name")
-    parser.add_argument("--metrics-port", type=int, metavar="PORT",
-                        help="serve /metrics, /healthz, /readyz here (env KPR_METRICS_PORT)")
-    parser.add_argument("--drain-timeout", type=float, metavar="SECONDS",
-                        help="on SIGTERM, wait this long for in-flight messages "
-                        "(env KPR_DRAIN_TIMEOUT, default 30)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve /metrics, /healthz, /readyz here (env KPR_METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for in-flight messages "
+        "(env KPR_DRAIN_TIMEOUT, default 30)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="partition queues behind the consistent-hash exchange; 0 is the single work "
+        "queue (env KPR_PARTITIONS, default 0)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -40,14 +55,23 @@ def _settings(args: argparse.Namespace) -> Settings:
         pki_dir=getattr(args, "pki_dir", None),
         store_url=getattr(args, "store_url", None),
         queue_prefix=getattr(args, "queue_prefix", None),
+        sender_her_id=getattr(args, "sender_her_id", None),
+        open_workers=getattr(args, "open_workers", None),
         metrics_port=getattr(args, "metrics_port", None),
         drain_timeout_s=getattr(args, "drain_timeout", None),
+        partitions=getattr(args, "partitions", None),
     )
 
 
 def register(subparsers: Any) -> None:
     produce = subparsers.add_parser("produce", help="publish every event of a JSON Lines file")
     produce.add_argument("file", type=Path, help="events, one JSON object per line")
+    produce.add_argument(
+        "--sender-her-id",
+        type=int,
+        help="publish to this sender's inbound exchange kpr.in.{herId} and declare nothing "
+        "(env KPR_SENDER_HER_ID)",
+    )
     _common(produce)
     produce.set_defaults(handler=_produce)
 
@@ -59,6 +83,13 @@ def register(subparsers: Any) -> None:
         help="exit once the queue has been idle this long",
     )
     consumer.add_argument("--store-url", help="SQLite path or PostgreSQL URL (env KPR_STORE_URL)")
+    consumer.add_argument(
+        "--workers",
+        type=int,
+        dest="open_workers",
+        help="worker processes for decrypt + verify + validate "
+        "(env KPR_OPEN_WORKERS; default 0: in the consumer process)",
+    )
     _common(consumer)
     consumer.set_defaults(handler=_consume)
 

@@ -7,6 +7,7 @@ screen reader tool) can read the figures back::
     <td data-figure="received_daily.committed" data-municipality="0301"
         data-day="2026-11-20" data-value="123">123</td>
 
+``data-kind`` is the column's kind (dimension, count, share, statistic, text).
 ``data-value`` is absent on a suppressed cell, which carries ``data-suppressed="true"``
 instead. Dimension attributes are the row's dimension columns (underscores as dashes).
 """
@@ -56,7 +57,10 @@ def _raw_value(value: Any) -> str:
 
 def _cell_attributes(table: PublishedTable, index: int, column: str) -> str:
     row = table.rows[index]
-    parts = [f'data-figure="{html.escape(table.key)}.{html.escape(column)}"']
+    parts = [
+        f'data-figure="{html.escape(table.key)}.{html.escape(column)}"',
+        f'data-kind="{table.table.column(column).kind.value}"',
+    ]
     for dimension in table.table.dimensions:
         parts.append(f'{_attr_name(dimension)}="{html.escape(str(row.get(dimension, "")))}"')
     value = row.get(column)
@@ -154,7 +158,7 @@ def _chart(table: PublishedTable, spec: ChartSpec) -> str:
         attributes = " ".join(
             part
             for part in attributes.split(" ")
-            if not part.startswith(("data-value=", "data-suppressed="))
+            if not part.startswith(("data-value=", "data-suppressed=", "data-kind="))
         )
         bars.append((label, None if value is None else float(value), attributes))
     return f'<figure class="chart">{bar_chart(spec.title, bars, share=share)}</figure>'
@@ -176,7 +180,7 @@ dl.meta dt{font-weight:bold;float:left;width:16em}dl.meta dd{margin-left:16em}
 
 
 def render_html(
-    title: str, meta: Mapping[str, Any], sections: Sequence[Section], *, max_rows: int = 400
+    title: str, meta: Mapping[str, Any], sections: Sequence[Section], *, max_rows: int = 3000
 ) -> str:
     tables = {table.key: table for section in sections for table in section.tables}
     out = [
@@ -189,7 +193,11 @@ def render_html(
             f'<dt>{html.escape(str(key))}</dt><dd data-meta="{html.escape(str(key))}">'
             f"{html.escape(str(value))}</dd>"
         )
-    out.append("</dl><nav><ul>")
+    out.append(
+        "</dl><p class=note>«&lt;n»: færre enn n, skjult / fewer than n, hidden. «x»: skjult "
+        "for å beskytte en liten celle / hidden to protect a small cell. «–»: ikke aktuelt / "
+        "not applicable.</p><nav><ul>"
+    )
     for section in sections:
         for table in section.tables:
             out.append(f'<li><a href="#{table.key}">{html.escape(table.table.title)}</a></li>')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import uuid
@@ -10,6 +11,17 @@ from pathlib import Path
 
 import orjson
 import pytest
+from dlq_support import (
+    SENDER_HER_ID,
+    Raw,
+    depth,
+    drain,
+    letter_for,
+    make_settings,
+    publish_raw,
+    run_consumer,
+    sealed_event,
+)
 
 from consumers.deadletter import (
     CONSUMER_VERSION,
@@ -31,17 +43,6 @@ from contracts.errors import Reason
 from contracts.pki import PkiDir, ensure_dev_pki, generate_dev_pki
 from contracts.synth import generate_events
 from contracts.topology import Topology
-from dlq_support import (
-    SENDER_HER_ID,
-    Raw,
-    depth,
-    drain,
-    letter_for,
-    make_settings,
-    publish_raw,
-    run_consumer,
-    sealed_event,
-)
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +131,8 @@ async def test_each_permanent_failure_is_dead_lettered_with_its_reason_and_heade
         h = letter.headers
         assert letter.body == raw.body, reason
         assert h[HEADER_REASON] == reason.value
-        assert h[HEADER_DESCRIPTION] and not any(n in h[HEADER_DESCRIPTION] for n in national_ids)
+        assert h[HEADER_DESCRIPTION]
+        assert not any(n in h[HEADER_DESCRIPTION] for n in national_ids)
         assert datetime.fromisoformat(h[HEADER_DEAD_LETTERED_AT]).tzinfo is not None
         assert h[HEADER_HOST] == socket.gethostname()
         assert h[HEADER_VERSION] == CONSUMER_VERSION
@@ -174,7 +176,8 @@ async def test_a_rejection_receipt_is_signed_data_that_openssl_verifies(
     [receipt] = await drain(amqp_vhost_url, topology.receipt_queue(SENDER_HER_ID))
     signed = tmp_path / "receipt.der"
     signed.write_bytes(receipt.body)
-    verified = subprocess.run(
+    verified = await asyncio.to_thread(
+        subprocess.run,
         ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signed),
          "-CAfile", str(dev_pki.root_path), "-purpose", "any"],
         check=True, capture_output=True,
@@ -235,7 +238,8 @@ async def test_retries_exhausted_dead_letters_with_the_retry_history(
     assert dead.headers[HEADER_ATTEMPT] == 2
     history = dead.headers[HEADER_RETRY_HISTORY]
     assert len(history) == 2
-    assert "attempt 1" in history[0] and "attempt 2" in history[1]
+    assert "attempt 1" in history[0]
+    assert "attempt 2" in history[1]
     assert "x-death" not in dead.headers
 
 

@@ -160,3 +160,34 @@ async def test_the_bytes_on_the_queue_open_with_openssl_cms(
     letter = orjson.loads(verified.stdout)
     assert letter["message_id"] == message.message_id
     assert letter["event"]["event_id"] == str(event.event_id)
+
+
+async def test_a_sender_can_publish_through_its_own_inbound_exchange(settings: Settings) -> None:
+    """With KPR_SENDER_HER_ID the producer writes only to kpr.in.{herId}, bound to the work
+    exchange, and declares nothing (a sender's broker user may do no more)."""
+    topology = settings.topology()
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await topology.declare(channel)
+        await topology.declare_inbound(channel, 90001)
+    sender = settings.with_overrides(sender_her_id=90001)
+    events = generate_events(5, seed=14)
+
+    report = await publish_events(sender, events)
+
+    assert report.all_confirmed
+    counts = await consume(settings, until_idle_s=1.0)
+    assert counts["committed"] == len(events)
+
+
+async def test_the_consumer_can_open_messages_in_worker_processes(settings: Settings) -> None:
+    """With KPR_OPEN_WORKERS the RSA work runs in a process pool; every event commits."""
+    events = generate_events(40, seed=15)
+    await publish_events(settings, events)
+    pooled = settings.with_overrides(open_workers=2)
+
+    counts = await consume(pooled, until_idle_s=1.5)
+
+    assert counts["committed"] == len(events)
+    assert (await store_summary(settings)).events_committed == len(events)

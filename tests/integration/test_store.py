@@ -6,6 +6,7 @@ fresh database per test): one interface, the same behaviour.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 import uuid
@@ -219,3 +220,27 @@ def test_sqlite_store_keeps_no_national_id_anywhere(tmp_path: Path) -> None:
     for event in events:
         assert event.person.national_id.encode() not in data
 
+
+
+async def test_concurrent_applies_share_commits_and_a_conflict_fails_alone(
+    store: SqlStore,
+) -> None:
+    """Deliveries in flight together commit in one transaction (group commit); a
+    conflicting duplicate among them is refused on its own and the others commit."""
+    events = generate_events(60, seed=40)
+    await store.apply(_record(events[0], "m-first"))
+    conflict = events[0].model_copy(update={"source_system": "Another EPJ 1.0"})
+    commits_before = store.group_commits
+
+    results = await asyncio.gather(
+        *(store.apply(_record(event)) for event in events[1:]),
+        store.apply(_record(conflict, "m-conflict")),
+        store.apply(_record(events[1], "m-again")),
+        return_exceptions=True,
+    )
+
+    assert results[: len(events) - 1] == [ApplyResult.COMMITTED] * (len(events) - 1)
+    assert isinstance(results[-2], ConflictingDuplicate)
+    assert results[-1] is ApplyResult.DUPLICATE
+    assert store.group_commits - commits_before < len(results) / 4
+    assert (await store.summary()).events_committed == len(events)

@@ -366,7 +366,7 @@ def test_a_newer_years_code_lists_can_be_passed_to_parse_event(tmp_path: Any) ->
     assert event.admission_diagnoses[0].code == "U999"
 
 
-@pytest.mark.parametrize("key", ["15108695088", "id 151086 95088", "x" * 80, "ø"])
+@pytest.mark.parametrize("key", ["15105560017", "id 151055 60017", "x" * 80, "ø"])
 def test_unknown_keys_are_not_echoed_into_the_field_path(raw: dict[str, Any], key: str) -> None:
     """An unknown key is input too: an odd one is reported as <unnamed>, never verbatim."""
     raw[key] = 1
@@ -374,3 +374,15 @@ def test_unknown_keys_are_not_echoed_into_the_field_path(raw: dict[str, Any], ke
     assert error.rule == "unknown-field"
     assert error.field == "<unnamed>"
     assert key not in str(error)
+
+
+def test_production_accepts_an_ordinary_national_id(raw: dict[str, Any]) -> None:
+    """Production refuses only synthetic ids: an ordinary-form number (born 1855) passes."""
+    raw["person"] |= {"national_id": "15105560017", "birth_date": "1855-10-15"}
+    assert parse_event(raw).person.national_id == "15105560017"
+
+
+def test_the_birth_date_must_agree_with_the_national_id(raw: dict[str, Any]) -> None:
+    raw["person"] |= {"national_id": "15105560017", "birth_date": "1855-10-16"}
+    error = _violation(raw, Environment.PRODUCTION)
+    assert (error.field, error.rule) == ("person.birth_date", "birth-date-mismatch")

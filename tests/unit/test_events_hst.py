@@ -235,6 +235,13 @@ def test_assessment_sub_choices(
     assert _violation(infant).rule == "assessment-detail-forbidden"
 
 
+def test_cooperation_partners_are_listed_once_each(infant: dict[str, Any]) -> None:
+    infant["themes"] = [
+        {"theme": "language", "assessment": "cooperation", "cooperation_partners": ["ppt", "ppt"]}
+    ]
+    assert _violation(infant).rule == "cooperation-partner-repeated"
+
+
 def test_themes_are_assessed_once_each(infant: dict[str, Any]) -> None:
     infant["themes"] = [
         {"theme": "sleep", "assessment": "ok"},

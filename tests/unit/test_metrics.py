@@ -266,3 +266,37 @@ async def test_a_readiness_check_that_hangs_or_raises_is_not_ready(
     assert await server.readiness_problems() == ["readiness check timed out"]
     server = ObservabilityServer(registry, raises, port=0)
     assert await server.readiness_problems() == ["readiness check failed: OSError"]
+
+
+CONTRACT_NAMES = frozenset({
+    "kpr_producer_messages_total", "kpr_consumer_messages_total",
+    "kpr_consumer_dead_letters_total", "kpr_crypto_failures_total", "kpr_queue_messages",
+    "kpr_last_commit_timestamp_seconds", "kpr_pathway_stays",
+    "kpr_pathway_incomplete_stays_overdue", "kpr_pathway_consultations", "kpr_consumer_ready",
+    "kpr_certificate_expiry_timestamp_seconds", "kpr_producer_in_flight",
+    *(f"{histogram}{suffix}"
+      for histogram in ("kpr_consumer_processing_seconds", "kpr_end_to_end_seconds")
+      for suffix in ("_bucket", "_sum", "_count")),
+})
+
+
+def test_the_exported_series_are_exactly_the_metrics_contract(dev_pki: PkiDir) -> None:
+    """Producer and consumer together export every contract name and nothing else
+    (prometheus_client's own ``_created`` companions aside)."""
+    consumer_registry, producer_registry = CollectorRegistry(), CollectorRegistry()
+    consumer = ConsumerMetrics(consumer_registry, clock=lambda: NOW)
+    producer = ProducerMetrics(producer_registry)
+    consumer.observe_outcome(committed(), 0.01)
+    consumer.set_certificate_expiry(
+        CertificateRole.DECRYPTION, dev_pki.register.decryption_key.certificate
+    )
+    consumer.set_pathway_counts(StoreSummary(1, 1, 1, 0, 0))
+    producer.set_signing_certificate_expiry(dev_pki.sender.signing_identity.certificate)
+    names = {
+        sample.name
+        for registry in (consumer_registry, producer_registry)
+        for family in registry.collect()
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+    assert names == CONTRACT_NAMES

@@ -71,9 +71,7 @@ def test_the_schema_refuses_what_the_structure_forbids() -> None:
     schema = json_schemas()[schema_file_name("kad.admission")]
     validator = jsonschema.Draft202012Validator(schema)
     line = next(
-        line
-        for line in generate_lines(50, seed=2, kinds=["kad"])
-        if b'"kad.admission"' in line
+        line for line in generate_lines(50, seed=2, kinds=["kad"]) if b'"kad.admission"' in line
     )
     document = orjson.loads(line)
     assert validator.is_valid(document)

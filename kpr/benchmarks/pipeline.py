@@ -1,0 +1,652 @@
+"""The whole pipeline's throughput next to what this machine can do at best, in one run.
+
+Measured, in order, on one broker:
+
+1. RSA-2048 private operations per second per core (``openssl speed``), and the cores;
+2. crypto per message in-process: ``seal`` and ``open_envelope`` of a real letter;
+3. the raw baseline: random bytes of the sealed size published with confirms (same
+   :class:`~producers.publisher.Publisher`, same in-flight window) to a quorum queue with
+   the same arguments, consumed with ack (same prefetch), then both at once;
+4. producer: validate + sign + encrypt + publish with confirms;
+5. consumer: decrypt + verify + validate + dedup + commit + ack, SQLite and PostgreSQL,
+   with the open step in an :class:`~consumers.pool.OpenerPool`;
+6. the same consumer work written with FastStream;
+7. end to end: a producer process and the consumer at once, sustained;
+8. latency publish -> commit at a fixed offered load (half the end-to-end rate);
+9. consumer RSS before and after ``memory_messages`` messages.
+
+The machine limit: every message needs one RSA private operation at each end on
+``cores`` cores, and the broker's raw end-to-end rate, so
+``limit = 1 / (1/raw_e2e + 2/(rsa_per_core * cores))``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import multiprocessing
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+
+from consumers.consumer import Consumer
+from consumers.opener import Opener
+from consumers.pool import OpenerPool
+from consumers.processing import Outcome, Processor
+from consumers.pseudonym import Pseudonymiser
+from consumers.store import SqlStore, open_store
+from contracts.envelope import open_envelope, seal
+from contracts.events import Environment
+from contracts.letter import Party, encode_letter
+from contracts.pki import ensure_dev_pki, org_number_of
+from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from kpr.benchmarks.crypto import measure_openssl_rsa2048
+from kpr.benchmarks.faststream_consumer import consume_with_faststream
+from kpr.config import Settings
+from kpr.runtime import build_opener, build_sealer
+from producers.backfill import TokenBucket
+from producers.publisher import Publisher
+from producers.sealer import SealedMessage
+
+__all__ = ["BenchOptions", "format_table", "limit_per_s", "run_pipeline_benchmark"]
+
+EVENT_CHUNK = 1000
+PSEUDONYM_KEY = b"kpr-bench-pseudonym-key-not-secret!!"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    messages: int = 20_000
+    memory_messages: int = 1_000_000
+    prefetch: int = 128
+    max_in_flight: int = 256
+    workers: int | None = None
+    openssl_seconds: int = 3
+    crypto_seconds: float = 2.0
+    postgres: bool = True
+    quick: bool = False
+
+    @classmethod
+    def quick_run(cls, messages: int = 1000) -> BenchOptions:
+        return cls(
+            messages=messages,
+            memory_messages=3 * messages,
+            openssl_seconds=1,
+            crypto_seconds=0.5,
+            quick=True,
+        )
+
+
+def limit_per_s(raw_e2e_per_s: float, rsa_private_per_s_per_core: float, cores: int) -> float:
+    """Messages/s if each needed the broker's raw path plus two RSA private operations."""
+    return 1.0 / (1.0 / raw_e2e_per_s + 2.0 / (rsa_private_per_s_per_core * cores))
+
+
+def _rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
+        resident_pages = int(handle.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _events(count: int, seed: int) -> Iterator[Any]:
+    """``count`` distinct synthetic events, generated a chunk at a time (flat memory)."""
+    made = 0
+    chunk = 0
+    while made < count:
+        size = min(EVENT_CHUNK, count - made)
+        yield from generate_events(size, seed=seed * 1_000_003 + chunk)
+        made += size
+        chunk += 1
+
+
+# --- the producer process -------------------------------------------------------------
+
+
+def _producer_main(
+    settings: Settings,
+    count: int,
+    seed: int,
+    rate: float | None,
+    max_in_flight: int,
+    raw_size: int | None,
+    results: Any,
+) -> None:
+    """Seal (or, with ``raw_size``, make random bodies) and publish; report the times."""
+    results.put(asyncio.run(_produce(settings, count, seed, rate, max_in_flight, raw_size)))
+
+
+async def _produce(
+    settings: Settings,
+    count: int,
+    seed: int,
+    rate: float | None,
+    max_in_flight: int,
+    raw_size: int | None,
+) -> dict[str, Any]:
+    sealer = build_sealer(settings)
+    bucket = TokenBucket(rate) if rate else None
+    sent_at: dict[str, float] = {}
+
+    async def messages() -> Any:
+        if raw_size is not None:
+            for number in range(count):
+                if bucket is not None:
+                    await bucket.acquire()
+                yield _raw_message(number, raw_size)
+            return
+        for event in _events(count, seed):
+            if bucket is not None:
+                await bucket.acquire()
+            sealed = sealer.seal(event)
+            if rate is not None:
+                sent_at[sealed.event_id] = time.time()
+            yield sealed
+
+    async with Publisher(settings.amqp_url, topology=settings.topology()) as publisher:
+        started = time.time()
+        report = await publisher.publish_all(messages(), max_in_flight=max_in_flight)
+        finished = time.time()
+    return {
+        "started": started,
+        "finished": finished,
+        "confirmed": len(report.confirmed),
+        "sent_at": sent_at,
+    }
+
+
+def _raw_message(number: int, size: int) -> SealedMessage:
+    return SealedMessage(
+        message_id=f"raw-{number}",
+        body=os.urandom(size),
+        event_id=f"raw-{number}",
+        event_type="raw",
+        sender_her_id=0,
+        recipient_her_id=0,
+        created_at=datetime.now(UTC),
+    )
+
+
+def _run_producer(
+    settings: Settings,
+    count: int,
+    *,
+    seed: int,
+    max_in_flight: int,
+    rate: float | None = None,
+    raw_size: int | None = None,
+) -> tuple[multiprocessing.process.BaseProcess, Any]:
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    process = context.Process(
+        target=_producer_main,
+        args=(settings, count, seed, rate, max_in_flight, raw_size, results),
+        daemon=True,
+    )
+    process.start()
+    return process, results
+
+
+async def _producer_result(process: multiprocessing.process.BaseProcess, results: Any) -> Any:
+    result = await asyncio.to_thread(results.get, True, 3600)
+    await asyncio.to_thread(process.join, 30)
+    return result
+
+
+# --- consuming ------------------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    target: int
+    count: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    committed_at: dict[str, float] | None = None
+
+
+async def _consume(
+    settings: Settings, processor: Processor, target: int, *, prefetch: int,
+    committed_at: dict[str, float] | None = None,
+) -> _Tally:  # fmt: skip
+    """Run our Consumer until ``target`` deliveries are settled."""
+    tally = _Tally(target, committed_at=committed_at)
+    running: list[Consumer] = []
+
+    def on_outcome(outcome: Outcome, _seconds: float) -> None:
+        now = time.perf_counter()
+        if tally.count == 0:
+            tally.first = now
+        tally.count += 1
+        tally.last = now
+        if tally.committed_at is not None and outcome.event_id is not None:
+            tally.committed_at[outcome.event_id] = time.time()
+        if tally.count >= target:
+            running[0].request_stop()
+
+    async with Consumer(
+        settings.amqp_url,
+        topology=settings.topology(),
+        processor=processor,
+        prefetch=prefetch,
+        watch_interval_s=3600,
+        on_outcome=on_outcome,
+    ) as consumer:
+        running.append(consumer)
+        await consumer.run()
+    return tally
+
+
+async def _raw_consume(url: str, queue_name: str, target: int, prefetch: int) -> float:
+    """Consume-with-ack of ``target`` messages; seconds from first to last ack."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(queue_name, ensure=False)
+        done = asyncio.Event()
+        tally = _Tally(target)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            now = time.perf_counter()
+            if tally.count == 0:
+                tally.first = now
+            tally.count += 1
+            tally.last = now
+            if tally.count >= target:
+                done.set()
+
+        tag = await queue.consume(on_message)
+        await done.wait()
+        await queue.cancel(tag)
+    return tally.last - tally.first
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+@dataclass
+class _Bench:
+    options: BenchOptions
+    settings: Settings
+    pool: OpenerPool
+    postgres_url: str | None
+    say: Callable[[str], None]
+
+    def with_prefix(self, name: str, **changes: object) -> Settings:
+        return self.settings.with_overrides(
+            queue_prefix=f"bench-{secrets.token_hex(3)}-{name}.", **changes
+        )
+
+    def seed(self) -> int:
+        """A fresh seed: distinct events (and message ids) in every phase and every run,
+        so a reused PostgreSQL database holds no earlier duplicates."""
+        return secrets.randbelow(1 << 30)
+
+    def processor(self, store: SqlStore) -> Processor:
+        return Processor(
+            build_opener(self.settings),
+            Pseudonymiser(PSEUDONYM_KEY),
+            store,
+            opener_pool=self.pool,
+        )
+
+
+def _signer_org(settings: Settings) -> str:
+    org = org_number_of(settings.signing_identity().certificate)
+    assert org is not None  # the development PKI's signer carries one
+    return org
+
+
+def _crypto_cost(settings: Settings, seconds: float) -> dict[str, float]:
+    """Seconds per seal and per open of a real letter, in this process (one core)."""
+    [event] = generate_events(1, seed=99)
+    letter = encode_letter(
+        message_id="m",
+        sender=Party(her_id=event.sender_her_id, org_number=_signer_org(settings)),
+        recipient_her_id=settings.register_her_id,
+        event_json=orjson.dumps(event.model_dump(mode="json")),
+        created_at=datetime.now(UTC),
+    )
+    signer, recipient = settings.signing_identity(), settings.recipient_certificate()
+    keys, trust = settings.decryption_keys(), settings.trust_store()
+    body = seal(letter, signer=signer, recipient=recipient, profile=settings.profile)
+
+    def per_call(operation: Callable[[], object]) -> float:
+        operation()
+        count, start = 0, time.perf_counter()
+        while count < 10 or time.perf_counter() - start < seconds:
+            operation()
+            count += 1
+        return (time.perf_counter() - start) / count
+
+    return {
+        "seal_s_per_message": per_call(
+            lambda: seal(letter, signer=signer, recipient=recipient, profile=settings.profile)
+        ),
+        "open_s_per_message": per_call(lambda: open_envelope(body, keys=keys, trust=trust)),
+        "sealed_bytes": float(len(body)),
+    }
+
+
+async def _phase_raw(bench: _Bench, size: int) -> dict[str, float]:
+    options = bench.options
+    settings = bench.with_prefix("raw")
+    count = options.messages
+    process, results = _run_producer(
+        settings, count, seed=0, max_in_flight=options.max_in_flight, raw_size=size
+    )
+    produced = await _producer_result(process, results)
+    publish = count / (produced["finished"] - produced["started"])
+    consume = count / await _raw_consume(
+        settings.amqp_url, settings.topology().work_queue, count, options.prefetch
+    )
+    both_start = time.time()
+    process, results = _run_producer(
+        settings, count, seed=0, max_in_flight=options.max_in_flight, raw_size=size
+    )
+    consumed = asyncio.create_task(
+        _raw_consume(settings.amqp_url, settings.topology().work_queue, count, options.prefetch)
+    )
+    produced = await _producer_result(process, results)
+    await consumed
+    e2e = count / (time.time() - max(both_start, produced["started"]))
+    return {"raw_publish_per_s": publish, "raw_consume_per_s": consume, "raw_e2e_per_s": e2e}
+
+
+async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None]:
+    options = bench.options
+    count = options.messages
+    settings = bench.with_prefix("pc")
+    process, results = _run_producer(
+        settings, count, seed=bench.seed(), max_in_flight=options.max_in_flight
+    )
+    produced = await _producer_result(process, results)
+    figures: dict[str, float | None] = {
+        "producer_per_s": produced["confirmed"] / (produced["finished"] - produced["started"])
+    }
+    queue = settings.topology().work_queue
+
+    bodies = await _snapshot(settings, count)
+    for name, store_url in (
+        ("consumer_sqlite_per_s", str(Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "p.sqlite3")),
+        ("consumer_postgres_per_s", bench.postgres_url),
+        ("faststream_consumer_per_s", None),
+    ):
+        if name == "consumer_postgres_per_s" and store_url is None:
+            figures[name] = None
+            continue
+        if name != "consumer_sqlite_per_s":
+            await _republish(settings, bodies)
+        if name == "faststream_consumer_per_s":
+            store_url = str(Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "f.sqlite3")
+        assert store_url is not None
+        bench.say(f"  {name.removesuffix('_per_s').replace('_', ' ')} ...")
+        async with open_store(store_url) as store:
+            processor = bench.processor(store)
+            if name == "faststream_consumer_per_s":
+                seconds = await consume_with_faststream(
+                    settings.amqp_url, queue, processor, prefetch=options.prefetch, target=count
+                )
+            else:
+                tally = await _consume(settings, processor, count, prefetch=options.prefetch)
+                seconds = tally.last - tally.first
+        figures[name] = count / seconds
+    return figures
+
+
+async def _snapshot(settings: Settings, count: int) -> list[aio_pika.Message]:
+    """Browse the queue's messages without consuming them (get, then nack with requeue)."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    messages: list[aio_pika.Message] = []
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(settings.topology().work_queue, ensure=False)
+        held = []
+        while len(messages) < count:
+            incoming = await queue.get(fail=False, no_ack=False)
+            if incoming is None:
+                break
+            held.append(incoming)
+            messages.append(
+                aio_pika.Message(
+                    incoming.body,
+                    message_id=incoming.message_id,
+                    content_type=incoming.content_type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    type=incoming.type,
+                    headers=dict(incoming.headers or {}),
+                )
+            )
+        for incoming in held:
+            await incoming.nack(requeue=True)
+    return messages
+
+
+async def _republish(settings: Settings, messages: list[aio_pika.Message]) -> None:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(settings.topology().work_exchange, ensure=False)
+        topology = settings.topology()
+        window = asyncio.Semaphore(256)
+
+        async def one(message: aio_pika.Message) -> None:
+            async with window:
+                await exchange.publish(message, routing_key=topology.routing_key)
+
+        await asyncio.gather(*(one(m) for m in messages))
+
+
+async def _phase_e2e(
+    bench: _Bench, count: int, *, rate: float | None, name: str
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Producer process and consumer at once: (figures, sent_at, committed_at)."""
+    options = bench.options
+    settings = bench.with_prefix(name)
+    # Declare the topology first, so no early message is unroutable.
+    async with Publisher(settings.amqp_url, topology=settings.topology()):
+        pass
+    committed_at: dict[str, float] = {}
+    store_path = Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "e2e.sqlite3"
+    async with open_store(str(store_path)) as store:
+        processor = bench.processor(store)
+        rss_before = _rss_mb()
+        process, results = _run_producer(
+            settings, count, seed=bench.seed(), max_in_flight=options.max_in_flight,
+            rate=rate,
+        )  # fmt: skip
+        consumed = asyncio.create_task(
+            _consume(
+                settings, processor, count, prefetch=options.prefetch,
+                committed_at=committed_at if rate is not None else None,
+            )
+        )  # fmt: skip
+        produced = await _producer_result(process, results)
+        tally = await consumed
+        rss_after = _rss_mb()
+    shutil.rmtree(store_path.parent, ignore_errors=True)
+    done_at = time.time() - (time.perf_counter() - tally.last)
+    figures = {
+        "per_s": count / (done_at - produced["started"]),
+        "rss_before_mb": rss_before,
+        "rss_after_mb": rss_after,
+    }
+    return figures, produced["sent_at"], committed_at
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def _run(bench: _Bench) -> dict[str, Any]:
+    options, say = bench.options, bench.say
+    result: dict[str, Any] = {}
+    cores = bench.pool.workers
+    say("openssl speed rsa2048 ...")
+    private_per_s, public_per_s = await asyncio.to_thread(
+        measure_openssl_rsa2048, options.openssl_seconds
+    )
+    result |= {
+        "rsa_private_ops_per_s_per_core": private_per_s,
+        "rsa_public_ops_per_s_per_core": public_per_s,
+        "cores": cores,
+    }
+    say("crypto per message ...")
+    crypto = _crypto_cost(bench.settings, options.crypto_seconds)
+    result |= {k: v for k, v in crypto.items() if k != "sealed_bytes"}
+    result["crypto_cost_ratio"] = (
+        crypto["seal_s_per_message"] + crypto["open_s_per_message"]
+    ) / (2.0 / private_per_s)
+    say("raw baseline ...")
+    result |= await _phase_raw(bench, int(crypto["sealed_bytes"]))
+    say("producer and consumers ...")
+    result |= await _phase_producer_and_consumers(bench)
+    say("end to end ...")
+    e2e, _, _ = await _phase_e2e(bench, options.messages, rate=None, name="e2e")
+    result["e2e_per_s"] = e2e["per_s"]
+    offered = 0.5 * e2e["per_s"]
+    latency_count = max(100, min(options.messages, int(offered * 20)))
+    say(f"latency at {offered:,.0f}/s offered ...")
+    _, sent_at, committed_at = await _phase_e2e(bench, latency_count, rate=offered, name="lat")
+    latencies = [
+        (committed_at[event_id] - sent) * 1000
+        for event_id, sent in sent_at.items()
+        if event_id in committed_at
+    ]
+    result |= {
+        "latency_offered_per_s": offered,
+        "latency_messages": len(latencies),
+        "latency_p50_ms": statistics.median(latencies) if latencies else None,
+        "latency_p99_ms": _percentile(latencies, 0.99) if latencies else None,
+    }
+    say(f"memory over {options.memory_messages:,} messages ...")
+    memory, _, _ = await _phase_e2e(bench, options.memory_messages, rate=None, name="mem")
+    result |= {
+        "memory_messages": options.memory_messages,
+        "rss_before_mb": memory["rss_before_mb"],
+        "rss_after_mb": memory["rss_after_mb"],
+        "memory_e2e_per_s": memory["per_s"],
+    }
+    limit = limit_per_s(result["raw_e2e_per_s"], private_per_s, cores)
+    faststream = result.get("faststream_consumer_per_s")
+    result |= {
+        "limit_per_s": limit,
+        "ratio_to_limit": result["e2e_per_s"] / limit,
+        "e2e_to_raw_ratio": result["e2e_per_s"] / result["raw_e2e_per_s"],
+        "consumer_to_faststream_ratio": (
+            result["consumer_sqlite_per_s"] / faststream if faststream else None
+        ),
+    }
+    return result
+
+
+def run_pipeline_benchmark(
+    options: BenchOptions,
+    *,
+    amqp_url: str,
+    postgres_url: str | None,
+    work_dir: Path,
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Every figure of the module docstring, as one flat dict (see :func:`format_table`)."""
+    pki = ensure_dev_pki(work_dir / "pki")
+    authorisation = work_dir / "authorisation.json"
+    sender_org = pki.sender.info.org_number
+    authorisation.write_bytes(
+        orjson.dumps({sender_org: sorted({sender_org, *DEFAULT_UNIT_ORG_NUMBERS})})
+    )
+    settings = Settings().with_overrides(
+        amqp_url=amqp_url,
+        pki_dir=pki.directory,
+        state_dir=work_dir,
+        environment=Environment.TEST,
+        authorisation_file=authorisation,
+    )
+    opener_factory: Callable[[], Opener] = functools.partial(build_opener, settings)
+    with OpenerPool(opener_factory, workers=options.workers) as pool:
+        bench = _Bench(options, settings, pool, postgres_url, say)
+        result = asyncio.run(_run(bench))
+    result |= {
+        "quick": options.quick,
+        "messages": options.messages,
+        "prefetch": options.prefetch,
+        "max_in_flight": options.max_in_flight,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {_cpu_model()}",
+        "python": platform.python_version(),
+    }
+    return result
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The figures as an aligned two-column table."""
+
+    def show(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+        return str(value)
+
+    rows = [
+        ("RSA-2048 private ops/s per core (openssl)", "rsa_private_ops_per_s_per_core"),
+        ("cores used", "cores"),
+        ("seal us/message (one core)", "seal_us_per_message"),
+        ("open us/message (one core)", "open_us_per_message"),
+        ("crypto cost / two RSA private ops", "crypto_cost_ratio"),
+        ("raw publish/s (confirms)", "raw_publish_per_s"),
+        ("raw consume/s (ack)", "raw_consume_per_s"),
+        ("raw end-to-end/s", "raw_e2e_per_s"),
+        ("producer/s (validate+seal+publish)", "producer_per_s"),
+        ("consumer/s SQLite", "consumer_sqlite_per_s"),
+        ("consumer/s PostgreSQL", "consumer_postgres_per_s"),
+        ("FastStream consumer/s (same work, SQLite)", "faststream_consumer_per_s"),
+        ("consumer / FastStream", "consumer_to_faststream_ratio"),
+        ("end-to-end/s sustained", "e2e_per_s"),
+        ("end-to-end / raw", "e2e_to_raw_ratio"),
+        ("latency offered load/s", "latency_offered_per_s"),
+        ("latency p50 ms (publish -> commit)", "latency_p50_ms"),
+        ("latency p99 ms", "latency_p99_ms"),
+        ("memory run messages", "memory_messages"),
+        ("consumer RSS MB before", "rss_before_mb"),
+        ("consumer RSS MB after", "rss_after_mb"),
+        ("machine limit/s", "limit_per_s"),
+        ("end-to-end / limit", "ratio_to_limit"),
+    ]
+    result = {
+        **result,
+        "seal_us_per_message": result["seal_s_per_message"] * 1e6,
+        "open_us_per_message": result["open_s_per_message"] * 1e6,
+    }
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {show(result.get(key)):>12}" for label, key in rows]
+    if result.get("quick"):
+        lines.append(
+            f"(quick run: {result['messages']} messages per phase, "
+            f"memory over {result['memory_messages']}, not the full million)"
+        )
+    lines.append(f"{result.get('date')}  {result.get('machine')}")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""``kpr bench --quick --json`` at tiny size: every figure is there, ratios follow from them.
+
+Not a timing assertion: the machine's load decides the figures; this checks that the
+benchmark runs end to end on the session's broker and PostgreSQL and reports honestly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from kpr.benchmarks.pipeline import limit_per_s
+
+REQUIRED_KEYS = {
+    "raw_e2e_per_s",
+    "e2e_per_s",
+    "rsa_private_ops_per_s_per_core",
+    "limit_per_s",
+    "ratio_to_limit",
+    "crypto_cost_ratio",
+    "raw_publish_per_s",
+    "raw_consume_per_s",
+    "producer_per_s",
+    "consumer_sqlite_per_s",
+    "consumer_postgres_per_s",
+    "faststream_consumer_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "rss_before_mb",
+    "rss_after_mb",
+    "cores",
+}
+
+
+@pytest.mark.slow
+def test_quick_bench_reports_every_figure_and_derives_the_ratios_from_them(
+    amqp_url: str, postgres_url: str
+) -> None:
+    """The JSON has the agreed keys, all measured (positive), and the ratios are the
+    documented functions of the measured figures."""
+    env = {**os.environ, "KPR_AMQP_URL": amqp_url, "KPR_TEST_POSTGRES_URL": postgres_url}
+    completed = subprocess.run(
+        [sys.executable, "-m", "kpr", "bench", "--quick", "--json",
+         "--messages", "60", "--memory-messages", "120"],
+        env=env, capture_output=True, timeout=280, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr.decode()[-2000:]
+    result = orjson.loads(completed.stdout)
+
+    assert result.keys() >= REQUIRED_KEYS
+    for key in REQUIRED_KEYS:
+        assert result[key] > 0, key
+    assert result["quick"] is True
+    assert result["memory_messages"] == 120
+    limit = limit_per_s(
+        result["raw_e2e_per_s"], result["rsa_private_ops_per_s_per_core"], result["cores"]
+    )
+    assert result["limit_per_s"] == pytest.approx(limit)
+    assert result["ratio_to_limit"] == pytest.approx(result["e2e_per_s"] / limit)
+    two_rsa_ops_s = 2 / result["rsa_private_ops_per_s_per_core"]
+    assert result["crypto_cost_ratio"] == pytest.approx(
+        (result["seal_s_per_message"] + result["open_s_per_message"]) / two_rsa_ops_s
+    )
+    assert result["latency_p99_ms"] >= result["latency_p50_ms"]

@@ -1,0 +1,113 @@
+"""Opening in worker processes answers exactly as opening in-process."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consumers.opener import Opener
+from consumers.pool import OpenerPool
+from consumers.processing import Disposition, Processor
+from consumers.pseudonym import Pseudonymiser
+from consumers.store import open_store
+from contracts.errors import DecryptionFailed, SenderNotAuthorised
+from contracts.events import Environment
+from contracts.pki import PkiDir, ensure_dev_pki
+from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.topology import KPR_HER_IDS
+from contracts.trust import SenderAuthorisation
+from producers.sealer import SealedMessage, Sealer
+
+KEY = bytes(range(32))
+
+
+def build_opener(pki_directory: Path, *, authorised: bool) -> Opener:
+    """Picklable through functools.partial: each worker loads the PKI itself."""
+    pki = ensure_dev_pki(pki_directory)
+    sender_org = pki.sender.info.org_number
+    grants = {sender_org: list(DEFAULT_UNIT_ORG_NUMBERS)} if authorised else {}
+    return Opener(
+        keys=[pki.register.decryption_key],
+        trust=pki.trust_store(),
+        authorisation=SenderAuthorisation.from_mapping(grants),
+        own_her_id=KPR_HER_IDS["test"],
+        environment=Environment.TEST,
+    )
+
+
+@pytest.fixture(scope="module")
+def sealed(dev_pki: PkiDir) -> list[SealedMessage]:
+    sealer = Sealer(
+        dev_pki.sender.signing_identity,
+        dev_pki.register.encryption_certificate,
+        recipient_her_id=KPR_HER_IDS["test"],
+    )
+    return [sealer.seal(event) for event in generate_events(4, seed=5)]
+
+
+@pytest.fixture(scope="module")
+def pool(dev_pki: PkiDir) -> Iterator[OpenerPool]:
+    with OpenerPool(
+        functools.partial(build_opener, dev_pki.directory, authorised=True), workers=2
+    ) as opened:
+        yield opened
+
+
+async def test_a_message_opens_in_the_pool_to_what_it_opens_to_in_process(
+    dev_pki: PkiDir, pool: OpenerPool, sealed: list[SealedMessage]
+) -> None:
+    """Same event, letter, signer organisation and signing time."""
+    in_process = build_opener(dev_pki.directory, authorised=True)
+    for message in sealed:
+        expected = in_process.open(message.body, message_id=message.message_id)
+        assert await pool.open(message.body, message_id=message.message_id) == expected
+
+
+async def test_a_rejection_crosses_the_process_boundary_with_its_class_and_reason(
+    dev_pki: PkiDir, pool: OpenerPool, sealed: list[SealedMessage]
+) -> None:
+    """A tampered message raises DecryptionFailed from the worker, reason intact."""
+    body = bytearray(sealed[0].body)
+    body[-20] ^= 0x01
+    with pytest.raises(DecryptionFailed) as raised:
+        await pool.open(bytes(body), message_id=sealed[0].message_id)
+    assert raised.value.reason.value == "undecryptable"
+
+
+async def test_an_unauthorised_sender_is_refused_in_the_worker(
+    dev_pki: PkiDir, sealed: list[SealedMessage]
+) -> None:
+    """The worker's own Opener (built by the factory) decides authorisation."""
+    factory = functools.partial(build_opener, dev_pki.directory, authorised=False)
+    with OpenerPool(factory, workers=1) as strict_pool, pytest.raises(SenderNotAuthorised):
+        await strict_pool.open(sealed[0].body, message_id=sealed[0].message_id)
+
+
+async def test_the_processor_maps_pool_outcomes_as_it_maps_in_process_ones(
+    dev_pki: PkiDir, pool: OpenerPool, sealed: list[SealedMessage], tmp_path: Path
+) -> None:
+    """Committed, duplicate and dead-lettered, the same dispositions with a pool."""
+    async with open_store(str(tmp_path / "pathways.sqlite3")) as store:
+        processor = Processor(
+            build_opener(dev_pki.directory, authorised=True),
+            Pseudonymiser(KEY),
+            store,
+            opener_pool=pool,
+        )
+        message = sealed[1]
+        first = await processor.process(
+            message.body, message_id=message.message_id, from_her_id=message.sender_her_id
+        )
+        again = await processor.process(
+            message.body, message_id=message.message_id, from_her_id=message.sender_her_id
+        )
+        tampered = await processor.process(
+            message.body[:-1], message_id=message.message_id, from_her_id=message.sender_her_id
+        )
+    assert first.disposition is Disposition.COMMITTED
+    assert again.disposition is Disposition.DUPLICATE
+    assert tampered.disposition is Disposition.DEAD_LETTER
+    assert tampered.reason is not None
