@@ -334,12 +334,28 @@ class Consumer:
             await message.nack(requeue=True)
             return
 
-        if outcome.acks_after_commit:
-            await message.ack()
-        elif outcome.disposition is Disposition.RETRY:
-            outcome = await self._retry(message, outcome)
-        else:
-            await self._dead_letter(message, outcome)
+        try:
+            if outcome.acks_after_commit:
+                await message.ack()
+            elif outcome.disposition is Disposition.RETRY:
+                outcome = await self._retry(message, outcome)
+            else:
+                await self._dead_letter(message, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # The dead letter or retry copy was not confirmed (or the channel broke): the
+            # original must not be acked. Requeue it, so it is decided again; the delivery
+            # limit ends a loop. A broken channel requeues it by itself.
+            log.warning(
+                "could not settle a delivery: %s; requeueing",
+                type(error).__name__,
+                extra={"message_id": message.message_id},
+            )
+            self.counts["requeued"] += 1
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
         self.counts[outcome.disposition.value] += 1
         if outcome.reason is not None:
             self.counts[f"reason:{outcome.reason.value}"] += 1

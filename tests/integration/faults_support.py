@@ -18,9 +18,10 @@ import contextlib
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import aio_pika
 
@@ -30,6 +31,8 @@ from contracts.events import Event
 from producers.publisher import PublishOutcome
 from producers.sealer import SealedMessage, message_id_for
 
+T = TypeVar("T")
+
 __all__ = [
     "History",
     "StoreContents",
@@ -38,6 +41,7 @@ __all__ = [
     "check",
     "dead_lettered_ids",
     "eventually",
+    "paced",
     "read_store",
 ]
 
@@ -136,6 +140,7 @@ class Verdict:
     unknown: int
     committed: int
     dead_lettered: int
+    resends: int
     lost: list[str]
     unexpected: list[str]
     unknown_appeared: int
@@ -150,7 +155,8 @@ class Verdict:
     def summary(self) -> str:
         return (
             f"attempted {self.attempted}: confirmed {self.confirmed}, failed {self.failed}, "
-            f"unknown {self.unknown} (appeared {self.unknown_appeared}); committed "
+            f"unknown {self.unknown} (appeared {self.unknown_appeared}), resends "
+            f"{self.resends}; committed "
             f"{self.committed}, dead-lettered {self.dead_lettered}; lost {len(self.lost)}, "
             f"unexpected {len(self.unexpected)}, duplicate rows "
             f"{len(self.duplicate_events) + len(self.duplicate_messages)}"
@@ -191,6 +197,7 @@ def check(history: History, store: StoreContents, dead_letters: Iterable[str]) -
         unknown=len(unknown),
         committed=len(committed_keys),
         dead_lettered=len(dead),
+        resends=sum(history.attempts.values()) - len(history.attempts),
         lost=sorted(mid for mid in confirmed if not appeared(mid)),
         unexpected=unexpected,
         unknown_appeared=sum(1 for mid in unknown if appeared(mid)),
@@ -222,6 +229,13 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections_accepted = 0
+
+    @classmethod
+    def to(cls, amqp_url: str) -> TcpProxy:
+        """A proxy to the host and port of ``amqp_url``."""
+        parsed = urlsplit(amqp_url)
+        assert parsed.hostname is not None and parsed.port is not None
+        return cls(parsed.hostname, parsed.port)
 
     @property
     def port(self) -> int:
@@ -331,5 +345,9 @@ async def eventually(
     return time.monotonic() - started
 
 
-def store_path(state_dir: Path) -> str:
-    return str(state_dir / "pathways.sqlite3")
+def paced(items: Iterable[T], interval_s: float) -> Iterator[T]:
+    """``items`` one every ``interval_s`` (a blocking sleep: run the consumer of this
+    iterator in a thread of its own, see :func:`publish_in_thread`)."""
+    for item in items:
+        time.sleep(interval_s)
+        yield item

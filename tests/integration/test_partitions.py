@@ -17,10 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 import orjson
 import psycopg
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from consumers.store import open_store
 from contracts import Environment, PkiDir, ensure_dev_pki
@@ -97,7 +97,10 @@ def _consumers(broker: LocalRabbitMQ, prefix: str) -> dict[str, list[bool]]:
     return dict(flags)
 
 
-async def _await_consumers(broker: LocalRabbitMQ, prefix: str, per_queue: int) -> dict[str, list[bool]]:
+async def _await_consumers(
+    broker: LocalRabbitMQ, prefix: str, per_queue: int
+) -> dict[str, list[bool]]:
+    """Poll until each partition queue has ``per_queue`` consumers; their active flags."""
     deadline = time.monotonic() + 45
     while True:
         flags = await asyncio.to_thread(_consumers, broker, prefix)
@@ -183,7 +186,7 @@ async def test_two_consumer_processes_share_four_partitions_exactly_once(
         for process in (first, second):
             if process.poll() is None:
                 process.kill()
-                process.wait()
+            process.communicate()
 
     assert sum(_count(out, "committed") for out in outputs) == len(events)
     assert sum(_count(out, "duplicate") for out in outputs) == 60
@@ -219,7 +222,7 @@ async def test_killing_the_active_consumer_hands_its_partitions_to_the_standby(
             assert time.monotonic() < deadline, "nothing was committed"
             await asyncio.sleep(0.1)
         victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=10)
+        victim.communicate(timeout=10)
         assert committed < len(events), "the stream was over before the kill"
         flags = await _await_consumers(local_broker, settings.queue_prefix, per_queue=1)
         assert all(f == [True] for f in flags.values()), flags
@@ -228,13 +231,15 @@ async def test_killing_the_active_consumer_hands_its_partitions_to_the_standby(
         for process in (victim, survivor):
             if process.poll() is None:
                 process.kill()
-                process.wait()
+            process.communicate()
 
     assert victim.returncode == -signal.SIGKILL
     summary = await store_summary(settings)
     assert summary.events_committed == len(events)
     assert _count(output, "committed") < len(events)  # the victim had committed some
     with psycopg.connect(settings.store_url) as connection:
-        row = connection.execute("SELECT COUNT(*), COUNT(DISTINCT (event_id, revision)) FROM events").fetchone()
+        row = connection.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT (event_id, revision)) FROM events"
+        ).fetchone()
     assert row is not None
     assert row[0] == row[1] == len(events)

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import aio_pika
 import orjson
 import pytest
 
+from consumers import Consumer, Processor, open_store
 from consumers.deadletter import HEADER_ORIGINAL_MESSAGE_ID, HEADER_REASON
 from contracts.envelope import CONTENT_TYPE
-from contracts.events import Environment
+from contracts.events import Environment, Event
 from contracts.pki import PkiDir, ensure_dev_pki
 from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
 from kpr.config import Settings
-from kpr.runtime import build_sealer, consume, publish_events, store_summary
+from kpr.runtime import (
+    build_opener,
+    build_sealer,
+    consume,
+    pseudonymiser,
+    publish_events,
+    store_summary,
+)
+from producers import SealedMessage
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +63,29 @@ async def _get_all(url: str, queue_name: str) -> list[aio_pika.abc.AbstractIncom
         return messages
 
 
+async def _publish_tampered(settings: Settings, event: Event) -> tuple[SealedMessage, bytes]:
+    """Seal ``event``, flip one ciphertext bit, publish it with the original properties."""
+    sealed = build_sealer(settings).seal(event)
+    tampered = bytearray(sealed.body)
+    tampered[-30] ^= 0x01
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(settings.topology().work_exchange)
+        await exchange.publish(
+            aio_pika.Message(
+                bytes(tampered),
+                message_id=sealed.message_id,
+                content_type=CONTENT_TYPE,
+                headers=sealed.headers(),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=settings.topology().routing_key,
+            mandatory=True,
+        )
+    return sealed, bytes(tampered)
+
+
 async def test_every_event_is_committed_exactly_once_even_when_published_twice(
     settings: Settings,
 ) -> None:
@@ -78,31 +113,14 @@ async def test_a_tampered_message_ends_in_the_dead_letter_queue_with_its_reason(
     """One flipped ciphertext bit: the consumer dead-letters the original bytes with a reason."""
     [event] = generate_events(1, seed=12)
     await publish_events(settings, [])  # declares the topology
-    sealed = build_sealer(settings).seal(event)
-    tampered = bytearray(sealed.body)
-    tampered[-30] ^= 0x01
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(settings.topology().work_exchange)
-        await exchange.publish(
-            aio_pika.Message(
-                bytes(tampered),
-                message_id=sealed.message_id,
-                content_type=CONTENT_TYPE,
-                headers=sealed.headers(),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=settings.topology().routing_key,
-            mandatory=True,
-        )
+    sealed, tampered = await _publish_tampered(settings, event)
 
     counts = await consume(settings, until_idle_s=1.5)
 
     assert counts["dead_lettered"] == 1
     assert counts["committed"] == 0
     [dead] = await _get_all(settings.amqp_url, settings.topology().dead_letter_queue)
-    assert dead.body == bytes(tampered)
+    assert dead.body == tampered
     assert dead.headers[HEADER_REASON] in {"undecryptable", "bad-signature"}
     assert dead.headers[HEADER_ORIGINAL_MESSAGE_ID] == sealed.message_id
     assert (await store_summary(settings)).events_committed == 0
@@ -191,3 +209,55 @@ async def test_the_consumer_can_open_messages_in_worker_processes(settings: Sett
 
     assert counts["committed"] == len(events)
     assert (await store_summary(settings)).events_committed == len(events)
+
+
+async def test_a_dead_letter_the_broker_cannot_route_leaves_the_original_on_the_queue(
+    settings: Settings,
+) -> None:
+    """Dead-letter with a confirm, *then* ack: if the dead letter comes back unroutable
+    (here the dead-letter queue lost its binding), the original is requeued, not acked;
+    once the binding is back it is dead-lettered."""
+    topology = replace(settings.topology(), delivery_limit=1000)
+    [event] = generate_events(1, seed=16)
+
+    async def dead_letter_binding(bound: bool) -> None:
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            dlq = await channel.get_queue(topology.dead_letter_queue)
+            change = dlq.bind if bound else dlq.unbind
+            await change(topology.dead_letter_exchange, routing_key=topology.dead_letter_queue)
+
+    async def run_consumer_for(seconds: float, *, bound: bool) -> Counter[str]:
+        async with open_store(settings.store_url) as store:
+            processor = Processor(build_opener(settings), pseudonymiser(settings), store)
+            async with Consumer(settings.amqp_url, topology=topology, processor=processor) as c:
+                await dead_letter_binding(bound)  # after the consumer declared the topology
+                asyncio.get_running_loop().call_later(seconds, c.request_stop)
+                return await c.run()
+
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        await topology.declare(await connection.channel())
+    await _publish_tampered(settings, event)
+
+    counts = await run_consumer_for(1.5, bound=False)
+
+    assert counts["dead_lettered"] == 0
+    assert counts["requeued"] >= 1
+    assert await _depth(settings.amqp_url, topology.work_queue) == 1
+    assert await _depth(settings.amqp_url, topology.dead_letter_queue) == 0
+
+    counts = await run_consumer_for(1.5, bound=True)
+
+    assert counts["dead_lettered"] == 1
+    assert await _depth(settings.amqp_url, topology.work_queue) == 0
+    assert await _depth(settings.amqp_url, topology.dead_letter_queue) == 1
+
+
+async def _depth(url: str, queue_name: str) -> int:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return int(queue.declaration_result.message_count or 0)

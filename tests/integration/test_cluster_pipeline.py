@@ -1,0 +1,101 @@
+"""The pipeline on a three-node cluster (``infra/cluster.sh``) survives losing a replica."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from contracts import Environment, PkiDir, ensure_dev_pki
+from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from kpr.config import Settings
+from kpr.localbroker import LocalRabbitMQ
+from kpr.localprocess import free_port
+from kpr.runtime import consume, publish_events, store_summary
+
+CLUSTER_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "cluster.sh"
+
+
+def _cluster(state_dir: Path, ports: list[int], *args: str) -> str:
+    environment = {
+        **os.environ,
+        "KPR_CLUSTER_DIR": str(state_dir),
+        "KPR_CLUSTER_PORTS": " ".join(map(str, ports)),
+    }
+    result = subprocess.run(
+        [str(CLUSTER_SCRIPT), *args], env=environment, capture_output=True, text=True,
+        timeout=180, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+async def test_pipeline_keeps_running_without_loss_when_a_replica_node_stops(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Producer and consumer on node 1; node 3 stops mid-stream. The quorum queues, with a
+    replica on each of the three nodes, keep a majority: every event commits exactly once."""
+    state_dir = tmp_path_factory.mktemp("cluster")
+    work_dir = tmp_path_factory.mktemp("cluster-pipeline")
+    pki: PkiDir = ensure_dev_pki(work_dir / "pki")
+    ports = [free_port() for _ in range(3)]
+    authorisation = work_dir / "authorisation.json"
+    authorisation.write_bytes(
+        orjson.dumps({pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)})
+    )
+    events = generate_events(300, seed=41)
+    await asyncio.to_thread(_cluster, state_dir, ports, "start")
+    try:
+        node1 = LocalRabbitMQ(state_dir / "node1", amqp_port=ports[0])
+        settings = Settings().with_overrides(
+            amqp_url=node1.amqp_url,
+            pki_dir=pki.directory,
+            state_dir=work_dir,
+            store_url=str(work_dir / "pathways.sqlite3"),
+            environment=Environment.TEST,
+            authorisation_file=authorisation,
+            queue_prefix=f"c{secrets.token_hex(4)}.",
+        )
+        topology = settings.topology()
+        assert (await publish_events(settings, events[:150])).all_confirmed
+        stop = asyncio.Event()
+        consumer = asyncio.create_task(consume(settings, stop=stop))
+
+        deadline = time.monotonic() + 60
+        while (before := (await store_summary(settings)).events_committed) < 50:
+            assert time.monotonic() < deadline, "the consumer did not start committing"
+            await asyncio.sleep(0.2)
+        # Mid-stream: the second half is published while node 3 goes down.
+        second_half = asyncio.create_task(publish_events(settings, events[150:]))
+        await asyncio.to_thread(_cluster, state_dir, ports, "stop-node", "3")
+        assert (await second_half).all_confirmed
+
+        while (committed := (await store_summary(settings)).events_committed) < len(events):
+            assert time.monotonic() < deadline + 60, f"stuck at {committed}"
+            await asyncio.sleep(0.2)
+        listing = await asyncio.to_thread(
+            node1.ctl, "list_queues", "name", "members", "online", "messages",
+            "--no-table-headers",
+        )
+        status = await asyncio.to_thread(_cluster, state_dir, ports, "status")
+        stop.set()
+        counts = await asyncio.wait_for(consumer, timeout=60)
+    finally:
+        await asyncio.to_thread(_cluster, state_dir, ports, "stop")
+
+    assert before < len(events)  # the node went down with work outstanding
+    assert counts["committed"] == len(events)
+    assert (await store_summary(settings)).events_committed == len(events)
+    assert f"kpr-{ports[2]}@localhost  amqp {ports[2]}  down" in status
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in listing.strip().splitlines()}
+    members, online, messages = rows[topology.work_queue]
+    assert len(members.strip("[]").split(", ")) == 3  # replicated on every node
+    assert len(online.strip("[]").split(", ")) == 2  # and running on the two left
+    assert messages == "0"
