@@ -185,6 +185,16 @@ class TrustStore:
         self._chains: dict[x509.Certificate, _Chain] = {}
         self._lock = threading.Lock()
 
+    @property
+    def roots(self) -> tuple[x509.Certificate, ...]:
+        """The configured trust anchors."""
+        return self._roots
+
+    @property
+    def intermediates(self) -> tuple[x509.Certificate, ...]:
+        """The configured intermediates (the only ones a chain may use)."""
+        return self._intermediates
+
     @classmethod
     def from_pem_files(
         cls,

@@ -15,6 +15,10 @@
 - ``KPR_STATE_DIR``: where the demo keeps broker, PKI, store and keys; default ``.kpr``.
 - ``KPR_METRICS_PORT``: HTTP port for ``/metrics``, ``/healthz``, ``/readyz``; default off.
 - ``KPR_QUEUE_PREFIX``: prefix of every exchange and queue name (tests, benchmarks).
+- ``KPR_METRICS_HOST``: the address the metrics/probe endpoint binds to; default
+  ``127.0.0.1`` (containers set ``0.0.0.0``).
+- ``KPR_INCOMPLETE_STAY_DAYS``: a stay with one side only is reported as overdue after this
+  many days (metric ``kpr_pathway_incomplete_stays_overdue``); default 7.
 - ``KPR_OPEN_WORKERS``: consumer worker processes for decrypt + verify + validate
   (0, the default, opens in the consumer process itself).
 - ``KPR_SENDER_HER_ID``: set on a sender's producer whose broker user may only write to its
@@ -98,6 +102,8 @@ class Settings:
     partition_key_file: Path | None = None
     partition_consumers: int = 1
     partition_standby_delay_s: float = 10.0
+    metrics_host: str = "127.0.0.1"
+    incomplete_stay_days: float = 7.0
     env: Mapping[str, str] | None = None
 
     @classmethod
@@ -125,6 +131,8 @@ class Settings:
             amqp_client_key=_path(env.get("KPR_AMQP_CLIENT_KEY")),
             sender_her_id=int(env["KPR_SENDER_HER_ID"]) if env.get("KPR_SENDER_HER_ID") else None,
             open_workers=int(env.get("KPR_OPEN_WORKERS", "0")),
+            metrics_host=env.get("KPR_METRICS_HOST", "127.0.0.1"),
+            incomplete_stay_days=float(env.get("KPR_INCOMPLETE_STAY_DAYS", "7")),
             partitions=int(env.get("KPR_PARTITIONS") or 0),
             partition_key_file=_path(env.get("KPR_PARTITION_KEY_FILE")),
             partition_consumers=int(env.get("KPR_PARTITION_CONSUMERS") or 1),

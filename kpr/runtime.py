@@ -8,6 +8,7 @@ import functools
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -95,7 +96,9 @@ async def _endpoint(
     if settings.metrics_port is None:
         yield None
         return
-    async with ObservabilityServer(registry, readiness, port=settings.metrics_port) as server:
+    async with ObservabilityServer(
+        registry, readiness, port=settings.metrics_port, host=settings.metrics_host
+    ) as server:
         yield server
 
 
@@ -193,14 +196,32 @@ def _certificate_gauges(settings: Settings, metrics: ConsumerMetrics) -> None:
     roles = (CertificateRole.DECRYPTION, CertificateRole.DECRYPTION_PREVIOUS)
     for role, key in zip(roles, keys, strict=False):
         metrics.set_certificate_expiry(role, key.certificate)
+    trust = settings.trust_store()
+    # Several anchors: the one that expires first is the one to act on.
+    for role, certificates in (
+        (CertificateRole.TRUST_ROOT, trust.roots),
+        (CertificateRole.TRUST_INTERMEDIATE, trust.intermediates),
+    ):
+        if certificates:
+            first = min(certificates, key=lambda c: c.not_valid_after_utc)
+            metrics.set_certificate_expiry(role, first)
 
 
-async def _sample_pathways(store: SqlStore, metrics: ConsumerMetrics, interval_s: float) -> None:
+async def _sample_pathways_once(
+    store: SqlStore, metrics: ConsumerMetrics, overdue_after: timedelta
+) -> None:
+    try:
+        overdue = await store.incomplete_stays(older_than=overdue_after, as_of=datetime.now(UTC))
+        metrics.set_pathway_counts(await store.summary(), overdue=len(overdue))
+    except Exception as error:  # a metric sample must never stop the consumer
+        log.warning("pathway counts not sampled: %s", type(error).__name__)
+
+
+async def _sample_pathways(
+    store: SqlStore, metrics: ConsumerMetrics, interval_s: float, overdue_after: timedelta
+) -> None:
     while True:
-        try:
-            metrics.set_pathway_counts(await store.summary())
-        except Exception as error:  # a metric sample must never stop the consumer
-            log.warning("pathway counts not sampled: %s", type(error).__name__)
+        await _sample_pathways_once(store, metrics, overdue_after)
         await asyncio.sleep(interval_s)
 
 
@@ -277,7 +298,14 @@ async def _consume_with(
         consumers as consumer,
         _endpoint(settings, metrics.registry, consumer.readiness_problems),
     ):
-        sampler = asyncio.create_task(_sample_pathways(store, metrics, PATHWAY_SAMPLE_INTERVAL_S))
+        sampler = asyncio.create_task(
+            _sample_pathways(
+                store,
+                metrics,
+                PATHWAY_SAMPLE_INTERVAL_S,
+                timedelta(days=settings.incomplete_stay_days),
+            )
+        )
 
         async def relay_stop() -> None:
             if stop is not None:
@@ -292,6 +320,10 @@ async def _consume_with(
             for task in (relay, sampler):
                 task.cancel()
             await asyncio.gather(relay, sampler, return_exceptions=True)
+            # The last counts, so a final scrape (or the caller's registry) sees them.
+            await _sample_pathways_once(
+                store, metrics, timedelta(days=settings.incomplete_stay_days)
+            )
 
 
 async def store_summary(settings: Settings) -> StoreSummary:

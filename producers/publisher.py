@@ -83,9 +83,14 @@ class Publisher:
         declare: bool = True,
         exchange: str | None = None,
         metrics: ProducerMetrics | None = None,
+        connect_timeout_s: float = 60.0,
     ) -> None:
         """``exchange`` overrides the work exchange, e.g. the sender's inbound exchange
-        when broker permissions allow it to write nowhere else (then ``declare=False``)."""
+        when broker permissions allow it to write nowhere else (then ``declare=False``).
+
+        Opening raises ``TimeoutError`` if the connection and topology are not set up
+        within ``connect_timeout_s``: a connect into a silent partition never returns."""
+        self._connect_timeout_s = connect_timeout_s
         self._url = url
         self._topology = topology
         self._tls = tls
@@ -98,6 +103,10 @@ class Publisher:
         self._exchange: AbstractExchange | None = None
 
     async def __aenter__(self) -> Self:
+        async with asyncio.timeout(self._connect_timeout_s):
+            return await self._open()
+
+    async def _open(self) -> Self:
         self._connection = await connect(self._url, tls=self._tls, name="kpr-producer")
         try:
             self._channel = await self._connection.channel(
@@ -228,4 +237,7 @@ class Publisher:
                 for sealed in messages:
                     await slots.acquire()
                     group.create_task(one(sealed))
+                    # A free slot does not yield: without this, a slow synchronous source
+                    # (sealing) would be drained before the first publish left.
+                    await asyncio.sleep(0)
         return report

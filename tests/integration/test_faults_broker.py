@@ -300,22 +300,46 @@ async def test_a_producer_behind_a_partition_that_never_heals_gives_up_in_bounde
                                   tmp_path)
         events = generate_events(30, seed=905)
         history = History.for_events(events)
-        # Connect and declare first, then partition before anything else is published.
-        assert (await publish_events(settings, events[:1], on_outcome=history.record)
-                ).all_confirmed
-        proxy.blackhole()
-        started = time.monotonic()
-        report = await asyncio.wait_for(
-            publish_events(settings, events[1:], on_outcome=history.record,
-                           confirm_timeout_s=2.0, reconnect_timeout_s=4.0, resend_rounds=2),
-            timeout=90,
+
+        def produce() -> PublishReport:
+            return asyncio.run(publish_events(
+                settings, paced(events, 0.1), on_outcome=history.record,
+                confirm_timeout_s=2.0, reconnect_timeout_s=4.0, resend_rounds=2,
+            ))
+
+        producer = asyncio.create_task(asyncio.to_thread(produce))
+        await eventually(
+            lambda: asyncio.sleep(0, bool(history.with_outcome(PublishOutcome.CONFIRMED))),
+            timeout_s=30, what="a first confirm",
         )
+        proxy.blackhole()  # connected, declared, some confirmed: from now on, silence
+        started = time.monotonic()
+        report = await asyncio.wait_for(producer, timeout=90)
         elapsed = time.monotonic() - started
         proxy.heal()
 
     print(f"gave up after {elapsed:.1f} s: {len(report.unknown)} unknown")
     FIGURES["partition never heals: producer gives up after (s)"] = f"{elapsed:.1f}"
     assert not report.all_confirmed
-    assert len(report.unknown) + len(report.confirmed) == len(events) - 1
+    assert len(report.unknown) + len(report.confirmed) == len(events)
     assert len(report.unknown) >= 1
     assert elapsed < 60
+
+
+async def test_a_producer_connecting_into_a_silent_partition_fails_in_bounded_time(
+    amqp_vhost_url: str, pki: PkiDir, tmp_path: Path
+) -> None:
+    """The TCP connect succeeds but the broker never answers: opening the publisher raises
+    TimeoutError after ``connect_timeout_s`` instead of waiting forever."""
+    from producers.publisher import Publisher
+
+    async with TcpProxy.to(amqp_vhost_url) as proxy:
+        proxy.blackhole()
+        settings = fault_settings(proxy.url_for(amqp_vhost_url), pki, tmp_path)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with Publisher(settings.amqp_url, topology=settings.topology(),
+                                 connect_timeout_s=3.0):
+                pass
+        elapsed = time.monotonic() - started
+    assert elapsed < 10

@@ -12,11 +12,12 @@ from pathlib import Path
 import aio_pika
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from consumers import Consumer, Processor, open_store
 from consumers.deadletter import HEADER_ORIGINAL_MESSAGE_ID, HEADER_REASON
 from contracts.envelope import CONTENT_TYPE
-from contracts.events import Environment, Event
+from contracts.events import Environment, Event, KadAdmission
 from contracts.pki import PkiDir, ensure_dev_pki
 from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
 from kpr.config import Settings
@@ -261,3 +262,25 @@ async def _depth(url: str, queue_name: str) -> int:
         channel = await connection.channel()
         queue = await channel.declare_queue(queue_name, passive=True)
         return int(queue.declaration_result.message_count or 0)
+
+
+async def test_the_consumer_reports_overdue_stays_and_trust_expiry_as_metrics(
+    settings: Settings, dev_pki: PkiDir
+) -> None:
+    """Admissions without discharges, years old, show as overdue incomplete stays; the
+    trust root's expiry is exported for the certificate alert."""
+    admissions = [
+        e for e in generate_events(30, seed=17, kinds=["kad"]) if isinstance(e, KadAdmission)
+    ]
+    await publish_events(settings, admissions)
+    registry = CollectorRegistry()
+
+    await consume(settings, until_idle_s=1.0, registry=registry)
+
+    overdue = registry.get_sample_value("kpr_pathway_incomplete_stays_overdue")
+    incomplete = registry.get_sample_value("kpr_pathway_stays", {"state": "incomplete"})
+    assert overdue == incomplete == len({a.stay_id for a in admissions})
+    root_expiry = registry.get_sample_value(
+        "kpr_certificate_expiry_timestamp_seconds", {"certificate": "trust_root"}
+    )
+    assert root_expiry == dev_pki.root.not_valid_after_utc.timestamp()
