@@ -8,11 +8,21 @@ core however many deliveries it has in flight. :class:`OpenerPool` runs it in a
 The :class:`Opener` (keys, trust store, authorisation) is built once in each worker by
 ``opener_factory``, a picklable callable such as ``functools.partial(build_opener,
 settings)``: keys and certificates never cross the process boundary, only message bytes
-in and a :class:`VerifiedEvent` (or the exception) out. Exceptions keep their class and
-attributes across the boundary, so the processor's mapping from exception class to
-disposition is the same as in-process. A worker that dies (e.g. killed by the OOM
-killer) breaks the pool: :meth:`open` then raises ``BrokenProcessPool``, which is not a
-sender's fault, so the consumer treats it as our bug (nack with requeue).
+in and the result (or the exception) out. Exceptions keep their class and attributes
+across the boundary, so the processor's mapping from exception class to disposition is
+the same as in-process. A worker that dies (e.g. killed by the OOM killer) breaks the
+pool: :meth:`open` then raises ``BrokenProcessPool``, which is not a sender's fault, so
+the consumer treats it as our bug (nack with requeue).
+
+With ``pseudonymiser_factory`` the workers pseudonymise too (:meth:`open_record`), and
+what comes back is an :class:`~consumers.store.EventRecord` of primitives and bytes:
+pickling a pydantic event and letter out of the worker and back in the consumer costs
+about as much CPU as the rest of the consumer's per-message work. The pseudonym key is
+loaded by the factory in each worker, never sent with a message.
+
+Requests are sent in batches: those that arrive while the event loop is busy go to
+the workers together (spread over them), one executor task per worker instead of one
+per message, which is most of the executor's per-message overhead in the consumer.
 """
 
 from __future__ import annotations
@@ -21,27 +31,74 @@ import asyncio
 import concurrent.futures
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
 from consumers.opener import Opener, VerifiedEvent
+from consumers.pseudonym import Pseudonymiser
+from consumers.records import PSEUDONYM_KEY_CHECK, pseudonymise
+from consumers.store import EventRecord
 
 __all__ = ["OpenerPool", "default_workers"]
 
-# Set once per worker process by the pool's initializer.
+# Per worker process, set once by the pool's initializer.
 _worker_opener: Opener | None = None
+_worker_pseudonymiser: Pseudonymiser | None = None
+
+#: At most this many messages in one executor task: a batch waits for its slowest
+#: member, so large batches would add latency for no further saving.
+MAX_BATCH = 16
+
+_Request = tuple[bytes, str, int | None]
 
 
-def _init_worker(opener_factory: Callable[[], Opener]) -> None:
-    global _worker_opener  # per-process state, set once by the pool
+def _init_worker(
+    opener_factory: Callable[[], Opener],
+    pseudonymiser_factory: Callable[[], Pseudonymiser] | None,
+) -> None:
+    global _worker_opener, _worker_pseudonymiser  # per-process state, set once by the pool
     _worker_opener = opener_factory()
+    _worker_pseudonymiser = pseudonymiser_factory() if pseudonymiser_factory else None
+
+
+def _opener_in_worker() -> Opener:
+    if _worker_opener is None:
+        raise RuntimeError("the opener pool worker was not initialised")
+    return _worker_opener
+
+
+def _key_check_in_worker() -> str | None:
+    """The worker's MAC of :data:`PSEUDONYM_KEY_CHECK` (``None``: it does not pseudonymise)."""
+    _opener_in_worker()
+    if _worker_pseudonymiser is None:
+        return None
+    return _worker_pseudonymiser.mac(PSEUDONYM_KEY_CHECK)
 
 
 def _open_in_worker(body: bytes, message_id: str | None, from_her_id: int | None) -> VerifiedEvent:
-    if _worker_opener is None:
-        raise RuntimeError("the opener pool worker was not initialised")
-    return _worker_opener.open(body, message_id=message_id, from_her_id=from_her_id)
+    return _opener_in_worker().open(body, message_id=message_id, from_her_id=from_her_id)
+
+
+def _open_records_in_worker(
+    requests: Sequence[_Request],
+) -> list[EventRecord | BaseException]:
+    """Open and pseudonymise each request; a failure is returned in its place, so one
+    bad message in a batch does not decide the others."""
+    opener = _opener_in_worker()
+    pseudonymiser = _worker_pseudonymiser
+    if pseudonymiser is None:
+        raise RuntimeError("the opener pool was started without a pseudonymiser")
+    results: list[EventRecord | BaseException] = []
+    for body, message_id, from_her_id in requests:
+        try:
+            verified = opener.open(body, message_id=message_id, from_her_id=from_her_id)
+            results.append(pseudonymise(verified.event, pseudonymiser, message_id))
+        except Exception as error:
+            # The traceback does not cross the boundary; the class and attributes do.
+            error.__traceback__ = None
+            results.append(error)
+    return results
 
 
 def default_workers() -> int:
@@ -56,14 +113,46 @@ class OpenerPool:
     eagerly so that the first deliveries do not pay for process start-up and key loading.
     """
 
-    def __init__(self, opener_factory: Callable[[], Opener], *, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        opener_factory: Callable[[], Opener],
+        *,
+        workers: int | None = None,
+        pseudonymiser_factory: Callable[[], Pseudonymiser] | None = None,
+    ) -> None:
+        """``pseudonymiser_factory`` (picklable, the same key on every call, e.g.
+        ``functools.partial(Pseudonymiser.from_file, path)``) enables :meth:`open_record`.
+
+        Raises ``ValueError`` if the workers' factories gave different pseudonym keys.
+        """
         self.workers = workers or default_workers()
         self._executor = concurrent.futures.ProcessPoolExecutor(
-            self.workers, initializer=_init_worker, initargs=(opener_factory,)
+            self.workers, initializer=_init_worker, initargs=(opener_factory, pseudonymiser_factory)
         )
+        self._pending: list[tuple[_Request, asyncio.Future[EventRecord]]] = []
+        self._flush_scheduled = False
         # Start every worker now (and surface a failing factory here, not on a delivery).
-        for future in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
-            future.result()
+        try:
+            checks = {
+                future.result()
+                for future in [
+                    self._executor.submit(_key_check_in_worker) for _ in range(self.workers)
+                ]
+            }
+            if len(checks) != 1:
+                raise ValueError("the pool's workers were given different pseudonym keys")
+        except BaseException:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            raise
+        #: The workers' MAC of :data:`~consumers.records.PSEUDONYM_KEY_CHECK`: equal to a
+        #: pseudonymiser's own MAC of it exactly when both hold the same key. ``None``
+        #: when the pool does not pseudonymise.
+        self.key_check: str | None = checks.pop()
+
+    @property
+    def pseudonymises(self) -> bool:
+        """Whether :meth:`open_record` is available (a pseudonymiser factory was given)."""
+        return self.key_check is not None
 
     async def open(
         self, body: bytes, *, message_id: str | None = None, from_her_id: int | None = None
@@ -73,6 +162,50 @@ class OpenerPool:
         return await loop.run_in_executor(
             self._executor, functools.partial(_open_in_worker, body, message_id, from_her_id)
         )
+
+    async def open_record(
+        self, body: bytes, *, message_id: str, from_her_id: int | None = None
+    ) -> EventRecord:
+        """Open, then pseudonymise, in a worker: the stored form of the event.
+
+        Raises what :meth:`Opener.open` raises (class and attributes intact), or
+        ``RuntimeError`` if the pool has no pseudonymiser.
+        """
+        if not self.pseudonymises:
+            raise RuntimeError("the opener pool was started without a pseudonymiser")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[EventRecord] = loop.create_future()
+        self._pending.append(((body, message_id, from_her_id), future))
+        if not self._flush_scheduled:
+            # Later in this loop iteration: the deliveries that arrived together go together.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        """Hand the pending requests to the workers: spread over all of them, at most
+        :data:`MAX_BATCH` per task."""
+        self._flush_scheduled = False
+        pending = [(request, future) for request, future in self._pending if not future.done()]
+        self._pending.clear()
+        if not pending:
+            return
+        tasks = max(self.workers, -(-len(pending) // MAX_BATCH))
+        size = -(-len(pending) // tasks)
+        for start in range(0, len(pending), size):
+            batch = pending[start : start + size]
+            try:
+                submitted = self._executor.submit(
+                    _open_records_in_worker, [request for request, _ in batch]
+                )
+            except Exception as error:  # shut down or broken: every caller hears of it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            asyncio.wrap_future(submitted).add_done_callback(
+                functools.partial(_settle, [future for _, future in batch])
+            )
 
     def close(self) -> None:
         """Stop the workers (pending work is cancelled); closing twice is harmless."""
@@ -99,3 +232,25 @@ class OpenerPool:
         tb: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.close)
+
+
+def _settle(
+    futures: Sequence[asyncio.Future[EventRecord]],
+    batch: asyncio.Future[list[EventRecord | BaseException]],
+) -> None:
+    """Give each caller its own result or exception from the batch's answer."""
+    if batch.cancelled():
+        for future in futures:
+            future.cancel()
+        return
+    error = batch.exception()
+    results: Sequence[EventRecord | BaseException] = (
+        [error] * len(futures) if error is not None else batch.result()
+    )
+    for future, result in zip(futures, results, strict=True):
+        if future.done():  # the caller was cancelled
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

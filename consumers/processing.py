@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum, unique
 
-import orjson
-
-from consumers.opener import Opener, VerifiedEvent
+from consumers.opener import Opener
 from consumers.pool import OpenerPool
 from consumers.pseudonym import Pseudonymiser
+from consumers.records import PSEUDONYM_KEY_CHECK, pseudonymise
 from consumers.store import ApplyResult, EventRecord, PathwayStore, RejectionRecord
 from contracts.errors import ContractViolation, Reason, Rejected, TransientFailure
-from contracts.events import Event
 
 __all__ = ["Disposition", "Outcome", "Processor", "pseudonymise"]
 
@@ -57,39 +55,6 @@ class Outcome:
         return self.disposition in (Disposition.COMMITTED, Disposition.DUPLICATE)
 
 
-def pseudonymise(event: Event, pseudonymiser: Pseudonymiser, message_id: str) -> EventRecord:
-    """The stored form of an event: the national id replaced by its keyed pseudonym.
-
-    The digest that detects conflicting duplicates is keyed too, so it cannot be used
-    to test guesses of the id either.
-    """
-    payload = event.model_dump(mode="json")
-    person = payload["person"]
-    person["person_key"] = pseudonymiser.pseudonym(person.pop("national_id"))
-    canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    municipalities = getattr(event, "service_municipalities", None)
-    municipality = (
-        municipalities[0] if municipalities else str(getattr(event, "service_municipality", ""))
-    )
-    return EventRecord(
-        message_id=message_id,
-        event_id=str(event.event_id),
-        revision=event.revision,
-        record_key=str(event.record_key),
-        event_type=event.event_type,
-        correction=str(event.correction),
-        person_key=person["person_key"],
-        unit_org=event.reporting_unit_org_number,
-        municipality=str(municipality),
-        sender_her_id=event.sender_her_id,
-        stay_id=getattr(event, "stay_id", None),
-        clinical_time=event.clinical_time,
-        registered_at=event.registered_at,
-        digest=pseudonymiser.mac(canonical),
-        payload=canonical,
-    )
-
-
 class Processor:
     def __init__(
         self,
@@ -100,7 +65,18 @@ class Processor:
         opener_pool: OpenerPool | None = None,
     ) -> None:
         """With ``opener_pool``, the open step (decrypt, verify, validate) runs in its
-        worker processes; what it returns or raises is the same as ``opener``'s."""
+        worker processes; what it returns or raises is the same as ``opener``'s. If the
+        pool pseudonymises too (:attr:`OpenerPool.pseudonymises`), that also runs there.
+
+        Raises ``ValueError`` if the pool pseudonymises with another key than
+        ``pseudonymiser``.
+        """
+        if (
+            opener_pool is not None
+            and opener_pool.key_check is not None
+            and opener_pool.key_check != pseudonymiser.mac(PSEUDONYM_KEY_CHECK)
+        ):
+            raise ValueError("the opener pool pseudonymises with another key")
         self._opener = opener
         self._pseudonymiser = pseudonymiser
         self._store = store
@@ -109,20 +85,14 @@ class Processor:
     async def process(
         self, body: bytes, *, message_id: str | None, from_her_id: int | None
     ) -> Outcome:
-        verified: VerifiedEvent | None = None
+        record: EventRecord | None = None
         try:
             if not message_id:
                 raise _missing_message_id()
-            if self._opener_pool is not None:
-                verified = await self._opener_pool.open(
-                    body, message_id=message_id, from_her_id=from_her_id
-                )
-            else:
-                verified = self._opener.open(body, message_id=message_id, from_her_id=from_her_id)
-            record = pseudonymise(verified.event, self._pseudonymiser, message_id)
+            record = await self._open(body, message_id=message_id, from_her_id=from_her_id)
             result = await self._store.apply(record)
         except Rejected as rejection:
-            context = _context_of(verified, rejection)
+            context = _context_of(record, rejection)
             await self._record_rejection(rejection, context, message_id, from_her_id)
             return Outcome(
                 Disposition.DEAD_LETTER,
@@ -130,18 +100,27 @@ class Processor:
                 rejection.description,
                 event_id=context.get("event_id"),
                 event_type=context.get("event_type"),
-                sender_her_id=(
-                    verified.event.sender_her_id if verified is not None else from_her_id
-                ),
+                sender_her_id=record.sender_her_id if record is not None else from_her_id,
             )
         except TransientFailure as failure:
             return self._outcome(
-                verified, Disposition.RETRY, description=str(failure), sender_her_id=from_her_id
+                record, Disposition.RETRY, description=str(failure), sender_her_id=from_her_id
             )
         disposition = (
             Disposition.COMMITTED if result is ApplyResult.COMMITTED else Disposition.DUPLICATE
         )
-        return self._outcome(verified, disposition, sender_her_id=from_her_id)
+        return self._outcome(record, disposition, sender_her_id=from_her_id)
+
+    async def _open(self, body: bytes, *, message_id: str, from_her_id: int | None) -> EventRecord:
+        """Open and pseudonymise: in the pool's workers if there is a pool, else here."""
+        pool = self._opener_pool
+        if pool is not None and pool.pseudonymises:
+            return await pool.open_record(body, message_id=message_id, from_her_id=from_her_id)
+        if pool is not None:
+            verified = await pool.open(body, message_id=message_id, from_her_id=from_her_id)
+        else:
+            verified = self._opener.open(body, message_id=message_id, from_her_id=from_her_id)
+        return pseudonymise(verified.event, self._pseudonymiser, message_id)
 
     async def _record_rejection(
         self,
@@ -173,42 +152,36 @@ class Processor:
 
     @staticmethod
     def _outcome(
-        verified: VerifiedEvent | None,
+        record: EventRecord | None,
         disposition: Disposition,
         *,
         reason: Reason | None = None,
         description: str = "",
         sender_her_id: int | None = None,
     ) -> Outcome:
-        if verified is None:
+        if record is None:
             return Outcome(disposition, reason, description, sender_her_id=sender_her_id)
-        event = verified.event
         return Outcome(
             disposition,
             reason,
             description,
-            event_id=str(event.event_id),
-            event_type=event.event_type,
-            sender_her_id=event.sender_her_id,
-            registered_at_epoch_s=event.registered_at.timestamp(),
+            event_id=record.event_id,
+            event_type=record.event_type,
+            sender_her_id=record.sender_her_id,
+            registered_at_epoch_s=record.registered_at.timestamp(),
         )
 
 
-def _context_of(verified: VerifiedEvent | None, rejection: Rejected) -> dict[str, str]:
+def _context_of(record: EventRecord | None, rejection: Rejected) -> dict[str, str]:
     """What names the rejected event: the verified event if it got that far (a conflicting
     duplicate), else what the opener could read from the signed letter."""
-    if verified is None:
+    if record is None:
         return dict(rejection.context)
-    event = verified.event
-    municipalities = getattr(event, "service_municipalities", None)
-    municipality = (
-        municipalities[0] if municipalities else getattr(event, "service_municipality", "")
-    )
     return {
-        "event_id": str(event.event_id),
-        "event_type": event.event_type,
-        "unit_org": event.reporting_unit_org_number,
-        "municipality": str(municipality),
+        "event_id": record.event_id,
+        "event_type": record.event_type,
+        "unit_org": record.unit_org,
+        "municipality": record.municipality,
     }
 
 

@@ -578,7 +578,11 @@ def run_pipeline_benchmark(
         authorisation_file=authorisation,
     )
     opener_factory: Callable[[], Opener] = functools.partial(build_opener, settings)
-    with OpenerPool(opener_factory, workers=options.workers) as pool:
+    with OpenerPool(
+        opener_factory,
+        workers=options.workers,
+        pseudonymiser_factory=functools.partial(Pseudonymiser, PSEUDONYM_KEY),
+    ) as pool:
         bench = _Bench(options, settings, pool, postgres_url, say)
         result = asyncio.run(_run(bench))
     result |= {

@@ -234,7 +234,8 @@ class TcpProxy:
     def to(cls, amqp_url: str) -> TcpProxy:
         """A proxy to the host and port of ``amqp_url``."""
         parsed = urlsplit(amqp_url)
-        assert parsed.hostname is not None and parsed.port is not None
+        assert parsed.hostname is not None
+        assert parsed.port is not None
         return cls(parsed.hostname, parsed.port)
 
     @property

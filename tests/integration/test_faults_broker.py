@@ -275,7 +275,7 @@ async def test_a_silent_partition_heals_and_nothing_is_lost(
             proxy.heal()
 
         started = time.monotonic()
-        verdict, counts, report = await scenario.run(
+        verdict, _, report = await scenario.run(
             partition, publish_timeout_s=120.0, confirm_timeout_s=3.0, reconnect_timeout_s=60.0
         )
         elapsed = time.monotonic() - started

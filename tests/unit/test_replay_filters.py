@@ -203,3 +203,12 @@ def test_the_audit_log_appends_one_json_line_per_action(tmp_path: Any) -> None:
     assert datetime.fromisoformat(first["at"]).tzinfo is not None
     assert second["action"] == "purge"
     assert len((tmp_path / "sub" / "audit.jsonl").read_bytes().splitlines()) == 2
+
+
+def test_a_replay_keeps_the_partition_key_so_it_returns_to_its_partition() -> None:
+    """The sender's partition header survives a replay; per-person order is kept."""
+    from contracts.partitioning import PARTITION_HEADER
+
+    carried = replay_headers({PARTITION_HEADER: "0a1b2c3d", "x-kpr-reason": "malformed"})
+    assert carried[PARTITION_HEADER] == "0a1b2c3d"
+    assert "x-kpr-reason" not in carried
