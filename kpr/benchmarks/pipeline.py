@@ -53,6 +53,7 @@ from contracts.events import Environment
 from contracts.letter import Party, encode_letter
 from contracts.pki import ensure_dev_pki, org_number_of
 from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from kpr import eventloop
 from kpr.benchmarks.crypto import measure_openssl_rsa2048
 from kpr.benchmarks.faststream_consumer import consume_with_faststream
 from kpr.config import Settings
@@ -125,7 +126,7 @@ def _producer_main(
     results: Any,
 ) -> None:
     """Seal (or, with ``raw_size``, make random bodies) and publish; report the times."""
-    results.put(asyncio.run(_produce(settings, count, seed, rate, max_in_flight, raw_size)))
+    results.put(eventloop.run(_produce(settings, count, seed, rate, max_in_flight, raw_size)))
 
 
 async def _produce(
@@ -584,7 +585,7 @@ def run_pipeline_benchmark(
         pseudonymiser_factory=functools.partial(Pseudonymiser, PSEUDONYM_KEY),
     ) as pool:
         bench = _Bench(options, settings, pool, postgres_url, say)
-        result = asyncio.run(_run(bench))
+        result = eventloop.run(_run(bench))
     result |= {
         "quick": options.quick,
         "messages": options.messages,

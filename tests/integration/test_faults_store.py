@@ -18,6 +18,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from faults_support import History, check, dead_lettered_ids, eventually, paced, read_store
 
 from consumers.consumer import Consumer
 from consumers.processing import Processor
@@ -26,7 +27,6 @@ from contracts.events import Environment
 from contracts.pki import PkiDir, ensure_dev_pki
 from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
 from contracts.topology import Topology
-from faults_support import History, check, dead_lettered_ids, eventually, paced, read_store
 from kpr.config import Settings
 from kpr.localpostgres import LocalPostgres
 from kpr.runtime import build_opener, consume, pseudonymiser, publish_events
