@@ -21,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum, unique
 from pathlib import Path
 from types import TracebackType
@@ -33,14 +32,14 @@ from typing import Any, Protocol, Self
 
 import orjson
 
+from consumers.database import SCHEMA, Dialect, PostgresDialect, SqliteDialect
 from consumers.pathways import (
-    ConsultationProjection,
-    StayProjection,
     StoredEventRow,
     effective_content,
     project_consultation,
     project_stay,
 )
+from consumers.queries import PathwayQueries, StoreSummary, iso
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
 
 __all__ = [
@@ -49,6 +48,7 @@ __all__ = [
     "PathwayStore",
     "PostgresStore",
     "RejectionRecord",
+    "SqlStore",
     "SqliteStore",
     "StoreSummary",
     "open_store",
@@ -102,24 +102,6 @@ class RejectionRecord:
     field: str | None = None
 
 
-@dataclass(frozen=True)
-class StoreSummary:
-    events_committed: int
-    persons: int
-    stays: int
-    stays_incomplete: int
-    consultations: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "events_committed": self.events_committed,
-            "persons": self.persons,
-            "stays": self.stays,
-            "stays_incomplete": self.stays_incomplete,
-            "consultations": self.consultations,
-        }
-
-
 class PathwayStore(Protocol):
     async def apply(self, record: EventRecord) -> ApplyResult: ...
     async def record_rejection(self, rejection: RejectionRecord) -> None: ...
@@ -127,69 +109,6 @@ class PathwayStore(Protocol):
     async def ping(self) -> None: ...
     async def aclose(self) -> None: ...
 
-
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS received_messages (
-        message_id TEXT PRIMARY KEY,
-        event_id TEXT NOT NULL,
-        revision INTEGER NOT NULL,
-        received_at TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS events (
-        event_id TEXT NOT NULL,
-        revision INTEGER NOT NULL,
-        record_key TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        correction TEXT NOT NULL,
-        person_key TEXT NOT NULL,
-        unit_org TEXT NOT NULL,
-        municipality TEXT NOT NULL,
-        sender_her_id INTEGER NOT NULL,
-        stay_id TEXT,
-        clinical_time TEXT NOT NULL,
-        registered_at TEXT NOT NULL,
-        committed_at TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        PRIMARY KEY (event_id, revision))""",
-    "CREATE INDEX IF NOT EXISTS events_record ON events (record_key)",
-    "CREATE INDEX IF NOT EXISTS events_stay ON events (unit_org, stay_id)",
-    "CREATE INDEX IF NOT EXISTS events_person ON events (person_key)",
-    """CREATE TABLE IF NOT EXISTS stays (
-        unit_org TEXT NOT NULL,
-        stay_id TEXT NOT NULL,
-        person_key TEXT NOT NULL,
-        municipality TEXT,
-        admitted_at TEXT,
-        discharged_at TEXT,
-        length_of_stay_hours DOUBLE PRECISION,
-        complete INTEGER NOT NULL,
-        detail TEXT NOT NULL,
-        PRIMARY KEY (unit_org, stay_id))""",
-    "CREATE INDEX IF NOT EXISTS stays_person ON stays (person_key)",
-    """CREATE TABLE IF NOT EXISTS consultations (
-        record_key TEXT PRIMARY KEY,
-        person_key TEXT NOT NULL,
-        service_area TEXT NOT NULL,
-        unit_org TEXT NOT NULL,
-        municipality TEXT NOT NULL,
-        consultation_at TEXT NOT NULL,
-        programme_consultation TEXT NOT NULL,
-        status TEXT NOT NULL,
-        birth_date TEXT NOT NULL,
-        measured INTEGER NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS consultations_person ON consultations (person_key)",
-    """CREATE TABLE IF NOT EXISTS rejections (
-        message_id TEXT PRIMARY KEY,
-        reason TEXT NOT NULL,
-        sender_her_id INTEGER,
-        event_type TEXT,
-        unit_org TEXT,
-        municipality TEXT,
-        rejected_at TEXT NOT NULL,
-        rule TEXT,
-        field TEXT)""",
-    "CREATE INDEX IF NOT EXISTS rejections_time ON rejections (rejected_at)",
-]
 
 _STAY_UPSERT = """
 INSERT INTO stays (unit_org, stay_id, person_key, municipality, admitted_at, discharged_at,
@@ -203,41 +122,6 @@ ON CONFLICT (unit_org, stay_id) DO UPDATE SET
 """
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
-
-
-def _stay_from_row(row: Sequence[Any]) -> StayProjection:
-    detail = orjson.loads(row[6])
-    return StayProjection(
-        unit_org=row[0],
-        stay_id=row[1],
-        person_key=row[2],
-        municipality=row[3],
-        admitted_at=datetime.fromisoformat(row[4]) if row[4] else None,
-        discharged_at=datetime.fromisoformat(row[5]) if row[5] else None,
-        admission_diagnoses=detail["admission_diagnoses"],
-        discharge_diagnoses=detail["discharge_diagnoses"],
-        referred_by=detail["referred_by"],
-        discharged_to=detail["discharged_to"],
-    )
-
-
-def _consultation_from_row(row: Sequence[Any]) -> ConsultationProjection:
-    return ConsultationProjection(
-        record_key=row[0],
-        person_key=row[1],
-        service_area=row[2],
-        unit_org=row[3],
-        municipality=row[4],
-        consultation_at=datetime.fromisoformat(row[5]),
-        programme_consultation=row[6],
-        status=row[7],
-        birth_date=row[8],
-        measured=bool(row[9]),
-    )
-
-
 MAX_GROUP_COMMIT = 128
 
 
@@ -249,19 +133,10 @@ def _lock_keys(record: EventRecord) -> list[str]:
     return keys
 
 
-class _Dialect(Protocol):
-    def connect(self) -> Any: ...
-    def sql(self, statement: str) -> str: ...
-    def lock(self, cursor: Any, key: str) -> None: ...
-    def is_integrity_error(self, error: BaseException) -> bool: ...
-    def is_retryable(self, error: BaseException) -> bool: ...
-    def is_unavailable(self, error: BaseException) -> bool: ...
-
-
-class SqlStore:
+class SqlStore(PathwayQueries):
     """The shared implementation; a dialect supplies connection and SQL differences."""
 
-    def __init__(self, dialect: _Dialect) -> None:
+    def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
         self._connection: Any = None
         # One connection, used from one worker thread at a time.
@@ -306,7 +181,7 @@ class SqlStore:
                 cursor = connection.cursor()
                 # Several consumers starting at once must not race on CREATE TABLE.
                 self._dialect.lock(cursor, "schema")
-                for statement in _SCHEMA:
+                for statement in SCHEMA:
                     cursor.execute(statement)
                 connection.commit()
             except BaseException:
@@ -442,7 +317,7 @@ class SqlStore:
             (record.event_id, record.revision),
         )
         existing = cursor.fetchone()
-        now = _iso(datetime.now(UTC))
+        now = iso(datetime.now(UTC))
         if existing is not None:
             if existing[0] != record.digest:
                 raise ConflictingDuplicate(
@@ -475,8 +350,8 @@ class SqlStore:
                 record.municipality,
                 record.sender_her_id,
                 record.stay_id,
-                _iso(record.clinical_time),
-                _iso(record.registered_at),
+                iso(record.clinical_time),
+                iso(record.registered_at),
                 now,
                 record.digest,
                 record.payload.decode("utf-8"),
@@ -551,8 +426,8 @@ class SqlStore:
                 stay.stay_id,
                 stay.person_key,
                 stay.municipality,
-                _iso(stay.admitted_at),
-                _iso(stay.discharged_at),
+                iso(stay.admitted_at),
+                iso(stay.discharged_at),
                 stay.length_of_stay_hours,
                 1 if stay.complete else 0,
                 detail,
@@ -579,7 +454,7 @@ class SqlStore:
                 consultation.service_area,
                 consultation.unit_org,
                 consultation.municipality,
-                _iso(consultation.consultation_at),
+                iso(consultation.consultation_at),
                 consultation.programme_consultation,
                 consultation.status,
                 consultation.birth_date,
@@ -604,7 +479,7 @@ class SqlStore:
                     rejection.event_type,
                     rejection.unit_org,
                     rejection.municipality,
-                    _iso(rejection.rejected_at),
+                    iso(rejection.rejected_at),
                     rejection.rule,
                     rejection.field,
                 ),
@@ -613,206 +488,15 @@ class SqlStore:
 
         await self._run(write)
 
-    async def person_pathways(
-        self, person_key: str
-    ) -> tuple[list[StayProjection], list[ConsultationProjection]]:
-        """A person's stays and consultations (by pseudonym), in clinical order."""
-
-        def read(connection: Any) -> tuple[list[StayProjection], list[ConsultationProjection]]:
-            cursor = connection.cursor()
-            cursor.execute(
-                self._dialect.sql(
-                    "SELECT unit_org, stay_id, person_key, municipality, admitted_at,"
-                    " discharged_at, detail FROM stays WHERE person_key = ?"
-                    " ORDER BY COALESCE(admitted_at, discharged_at)"
-                ),
-                (person_key,),
-            )
-            stays = [_stay_from_row(row) for row in cursor.fetchall()]
-            cursor.execute(
-                self._dialect.sql(
-                    "SELECT record_key, person_key, service_area, unit_org, municipality,"
-                    " consultation_at, programme_consultation, status, birth_date, measured"
-                    " FROM consultations WHERE person_key = ? ORDER BY consultation_at"
-                ),
-                (person_key,),
-            )
-            consultations = [_consultation_from_row(row) for row in cursor.fetchall()]
-            connection.commit()
-            return stays, consultations
-
-        result: tuple[list[StayProjection], list[ConsultationProjection]] = await self._run(read)
-        return result
-
-    async def all_pathways(self) -> tuple[list[StayProjection], list[ConsultationProjection]]:
-        """Every stay and consultation, in a stable order (for reports and comparisons)."""
-
-        def read(connection: Any) -> tuple[list[StayProjection], list[ConsultationProjection]]:
-            cursor = connection.cursor()
-            cursor.execute(
-                "SELECT unit_org, stay_id, person_key, municipality, admitted_at,"
-                " discharged_at, detail FROM stays ORDER BY unit_org, stay_id"
-            )
-            stays = [_stay_from_row(row) for row in cursor.fetchall()]
-            cursor.execute(
-                "SELECT record_key, person_key, service_area, unit_org, municipality,"
-                " consultation_at, programme_consultation, status, birth_date, measured"
-                " FROM consultations ORDER BY record_key"
-            )
-            consultations = [_consultation_from_row(row) for row in cursor.fetchall()]
-            connection.commit()
-            return stays, consultations
-
-        result: tuple[list[StayProjection], list[ConsultationProjection]] = await self._run(read)
-        return result
-
-    async def incomplete_stays(
-        self, *, older_than: timedelta, as_of: datetime
-    ) -> list[StayProjection]:
-        """Stays with one side only whose known side is older than ``older_than``."""
-        cutoff = _iso(as_of - older_than)
-
-        def read(connection: Any) -> list[StayProjection]:
-            cursor = connection.cursor()
-            cursor.execute(
-                self._dialect.sql(
-                    "SELECT unit_org, stay_id, person_key, municipality, admitted_at,"
-                    " discharged_at, detail FROM stays WHERE complete = 0"
-                    " AND COALESCE(admitted_at, discharged_at) < ?"
-                    " ORDER BY COALESCE(admitted_at, discharged_at)"
-                ),
-                (cutoff,),
-            )
-            rows = [_stay_from_row(row) for row in cursor.fetchall()]
-            connection.commit()
-            return rows
-
-        result: list[StayProjection] = await self._run(read)
-        return result
-
-    async def daily_counts(self) -> list[tuple[str, str, int, int]]:
-        """Per service municipality and day (of commit): committed and rejected counts."""
-
-        def read(connection: Any) -> list[tuple[str, str, int, int]]:
-            cursor = connection.cursor()
-            cursor.execute(
-                "SELECT municipality, SUBSTR(committed_at, 1, 10), COUNT(*) FROM events"
-                " GROUP BY municipality, SUBSTR(committed_at, 1, 10)"
-            )
-            counts: dict[tuple[str, str], list[int]] = {}
-            for municipality, day, committed in cursor.fetchall():
-                counts.setdefault((municipality, day), [0, 0])[0] = int(committed)
-            cursor.execute(
-                "SELECT COALESCE(municipality, 'unknown'), SUBSTR(rejected_at, 1, 10), COUNT(*)"
-                " FROM rejections GROUP BY COALESCE(municipality, 'unknown'),"
-                " SUBSTR(rejected_at, 1, 10)"
-            )
-            for municipality, day, rejected in cursor.fetchall():
-                counts.setdefault((municipality, day), [0, 0])[1] = int(rejected)
-            connection.commit()
-            return [(m, d, c, r) for (m, d), (c, r) in sorted(counts.items())]
-
-        result: list[tuple[str, str, int, int]] = await self._run(read)
-        return result
-
-    async def summary(self) -> StoreSummary:
-        def read(connection: Any) -> StoreSummary:
-            cursor = connection.cursor()
-            cursor.execute("SELECT COUNT(*), COUNT(DISTINCT person_key) FROM events")
-            events, persons = cursor.fetchone()
-            cursor.execute("SELECT COUNT(*) FROM consultations")
-            (consultations,) = cursor.fetchone()
-            cursor.execute(
-                "SELECT COUNT(*), SUM(CASE WHEN complete = 0 THEN 1 ELSE 0 END) FROM stays"
-            )
-            stays, incomplete = cursor.fetchone()
-            connection.commit()
-            return StoreSummary(
-                events_committed=int(events or 0),
-                persons=int(persons or 0),
-                stays=int(stays or 0),
-                stays_incomplete=int(incomplete or 0),
-                consultations=int(consultations or 0),
-            )
-
-        result: StoreSummary = await self._run(read)
-        return result
-
-
-class _SqliteDialect:
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    def connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(
-            self._path, check_same_thread=False, isolation_level="DEFERRED"
-        )
-        connection.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before apply() returns and the message is acked.
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute("PRAGMA busy_timeout=10000")
-        return connection
-
-    def sql(self, statement: str) -> str:
-        return statement
-
-    def lock(self, cursor: Any, key: str) -> None:
-        # BEGIN IMMEDIATE takes the database write lock: one writer at a time.
-        if not cursor.connection.in_transaction:
-            cursor.execute("BEGIN IMMEDIATE")
-
-    def is_integrity_error(self, error: BaseException) -> bool:
-        return isinstance(error, sqlite3.IntegrityError)
-
-    def is_retryable(self, error: BaseException) -> bool:
-        return False  # one writer at a time: no deadlocks to retry
-
-    def is_unavailable(self, error: BaseException) -> bool:
-        return isinstance(error, sqlite3.OperationalError)
-
-
-class _PostgresDialect:
-    def __init__(self, url: str) -> None:
-        self._url = url
-
-    def connect(self) -> Any:
-        import psycopg
-
-        return psycopg.connect(self._url, connect_timeout=5)
-
-    def sql(self, statement: str) -> str:
-        return statement.replace("?", "%s")
-
-    def lock(self, cursor: Any, key: str) -> None:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
-
-    def is_integrity_error(self, error: BaseException) -> bool:
-        import psycopg
-
-        return isinstance(error, psycopg.errors.IntegrityError)
-
-    def is_retryable(self, error: BaseException) -> bool:
-        import psycopg
-
-        return isinstance(
-            error, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
-        )
-
-    def is_unavailable(self, error: BaseException) -> bool:
-        import psycopg
-
-        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
-
 
 class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
-        super().__init__(_SqliteDialect(path))
+        super().__init__(SqliteDialect(path))
 
 
 class PostgresStore(SqlStore):
     def __init__(self, url: str) -> None:
-        super().__init__(_PostgresDialect(url))
+        super().__init__(PostgresDialect(url))
 
 
 def open_store(url: str) -> SqlStore:
