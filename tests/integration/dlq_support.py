@@ -11,6 +11,7 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
+from support import pipeline_settings
 
 from consumers.consumer import Consumer
 from consumers.processing import Processor
@@ -18,7 +19,7 @@ from consumers.receipts import ReceiptSigner
 from consumers.store import ApplyResult, EventRecord, SqliteStore, StoreSummary, open_store
 from contracts.envelope import CONTENT_TYPE, SigningIdentity, seal
 from contracts.errors import StoreUnavailable
-from contracts.events import Environment, Event, encode_event
+from contracts.events import Event, encode_event
 from contracts.letter import Party, encode_letter
 from contracts.pki import PkiDir, org_number_of
 from contracts.topology import Topology
@@ -31,22 +32,9 @@ SENDER_HER_ID = 90001
 def make_settings(
     amqp_url: str, pki: PkiDir, state_dir: Path, *, grants: Sequence[str] | None = None
 ) -> Settings:
-    """Settings for one test; ``grants`` are the units the dev sender may report for
-    besides its own organisation (default: every synthetic unit)."""
-    from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS
-
-    authorisation = state_dir / "authorisation.json"
-    units = list(DEFAULT_UNIT_ORG_NUMBERS if grants is None else grants)
-    authorisation.write_bytes(orjson.dumps({pki.sender.info.org_number: units}))
-    return Settings().with_overrides(
-        amqp_url=amqp_url,
-        pki_dir=pki.directory,
-        state_dir=state_dir,
-        store_url=str(state_dir / "pathways.sqlite3"),
-        environment=Environment.TEST,
-        authorisation_file=authorisation,
-        pseudonym_key_file=None,
-    )
+    """Settings for one test on its own vhost (so no name prefix); ``grants`` are the units
+    the dev sender may report for (default: every synthetic unit)."""
+    return pipeline_settings(amqp_url, pki, state_dir, grants=grants, isolate=False)
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
 import pytest
+from support import environment_of, pipeline_settings
 
 from contracts import PkiDir, ensure_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +36,7 @@ def test_synth_produce_consume_and_look_a_person_up(
 ) -> None:
     """Each command exits 0; the summary counts what was produced; a person is found by
     national id through the pseudonym key, and the id itself is in no output."""
-    authorisation = tmp_path / "authorisation.json"
-    authorisation.write_bytes(
-        orjson.dumps({pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)})
-    )
-    env = {
-        **os.environ,
-        "KPR_AMQP_URL": amqp_url,
-        "KPR_PKI_DIR": str(pki.directory),
-        "KPR_STATE_DIR": str(tmp_path),
-        "KPR_STORE_URL": str(tmp_path / "pathways.sqlite3"),
-        "KPR_ENVIRONMENT": "test",
-        "KPR_AUTHORISATION_FILE": str(authorisation),
-        "KPR_QUEUE_PREFIX": f"cli{secrets.token_hex(3)}.",
-    }
+    env = environment_of(pipeline_settings(amqp_url, pki, tmp_path))
     events_file = tmp_path / "events.jsonl"
 
     synth = _kpr(["synth", "--count", "50", "--seed", "5", "--out", str(events_file)], env)

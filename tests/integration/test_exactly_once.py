@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 import psycopg
 import pytest
+from support import environment_of, pipeline_settings
 
 from consumers.store import open_store
-from contracts import Environment, PkiDir, ensure_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
-from kpr.config import Settings
+from contracts import PkiDir, ensure_dev_pki
+from contracts.synth import generate_events
 from kpr.runtime import consume, publish_events, store_summary
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -27,47 +25,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
     return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
 
 
-def _settings(amqp_url: str, pki: PkiDir, tmp_path: Path, store_url: str) -> Settings:
-    authorisation = tmp_path / "authorisation.json"
-    sender_org = pki.sender.info.org_number
-    authorisation.write_bytes(orjson.dumps({sender_org: list(DEFAULT_UNIT_ORG_NUMBERS)}))
-    return Settings().with_overrides(
-        amqp_url=amqp_url,
-        pki_dir=pki.directory,
-        state_dir=tmp_path,
-        store_url=store_url,
-        environment=Environment.TEST,
-        authorisation_file=authorisation,
-        queue_prefix=f"x{secrets.token_hex(4)}.",
-    )
-
-
-def _environment(settings: Settings) -> dict[str, str]:
-    assert settings.authorisation_file is not None
-    return {
-        **os.environ,
-        "KPR_AMQP_URL": settings.amqp_url,
-        "KPR_STORE_URL": settings.store_url,
-        "KPR_PKI_DIR": str(settings.pki_dir),
-        "KPR_STATE_DIR": str(settings.state_dir),
-        "KPR_ENVIRONMENT": "test",
-        "KPR_AUTHORISATION_FILE": str(settings.authorisation_file),
-        "KPR_QUEUE_PREFIX": settings.queue_prefix,
-    }
-
-
 async def test_a_crash_between_commit_and_ack_becomes_a_suppressed_duplicate(
     amqp_url: str, pki: PkiDir, tmp_path: Path
 ) -> None:
     """The consumer dies right after a commit: the redelivery is a duplicate, no second effect."""
-    settings = _settings(amqp_url, pki, tmp_path, str(tmp_path / "pathways.sqlite3"))
+    settings = pipeline_settings(amqp_url, pki, tmp_path)
     events = generate_events(30, seed=21)
     assert (await publish_events(settings, events)).all_confirmed
 
     crashed = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, str(PROGRAMS / "crash_after_commit.py")],
-        env=_environment(settings),
+        env=environment_of(settings),
         capture_output=True,
         timeout=120,
     )
@@ -95,7 +64,7 @@ async def test_concurrent_consumers_on_postgresql_give_the_same_pathways(
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {database}")
     shared = postgres_url.rsplit("/", 1)[0] + "/" + database
-    settings = _settings(amqp_url, pki, tmp_path, shared)
+    settings = pipeline_settings(amqp_url, pki, tmp_path, store_url=shared)
     events = generate_events(240, seed=22, corrections=0.1)
     assert (await publish_events(settings, events)).all_confirmed
     assert (await publish_events(settings, events)).all_confirmed

@@ -9,17 +9,15 @@ next node in their list, and the checker finds nothing lost and nothing doubled.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 from faults_support import History, check, dead_lettered_ids, read_store
+from support import pipeline_settings
 
-from contracts import Environment, ensure_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
-from kpr.config import Settings
+from contracts import ensure_dev_pki
+from contracts.synth import generate_events
 from kpr.localbroker import LocalRabbitCluster
 from kpr.runtime import consume, publish_events, store_summary
 
@@ -33,24 +31,12 @@ def _leaders(cluster: LocalRabbitCluster, node: int) -> dict[str, str]:
 async def test_stopping_the_leader_node_mid_stream_loses_nothing(tmp_path: Path) -> None:
     """0 lost, 0 duplicates, and the work queue has a new leader on a surviving node."""
     pki = ensure_dev_pki(tmp_path / "pki")
-    authorisation = tmp_path / "authorisation.json"
-    authorisation.write_bytes(
-        orjson.dumps({pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)})
-    )
     events = generate_events(300, seed=51)
     history = History.for_events(events)
     cluster = LocalRabbitCluster(tmp_path / "cluster", size=3)
     await asyncio.to_thread(cluster.start)
     try:
-        settings = Settings().with_overrides(
-            amqp_url=",".join(cluster.amqp_urls),
-            pki_dir=pki.directory,
-            state_dir=tmp_path,
-            store_url=str(tmp_path / "pathways.sqlite3"),
-            environment=Environment.TEST,
-            authorisation_file=authorisation,
-            queue_prefix=f"f{secrets.token_hex(4)}.",
-        )
+        settings = pipeline_settings(",".join(cluster.amqp_urls), pki, tmp_path)
         topology = settings.topology()
         first = await publish_events(settings, events[:100], on_outcome=history.record)
         assert first.all_confirmed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import subprocess
 from collections import Counter
 from dataclasses import replace
@@ -13,13 +12,14 @@ import aio_pika
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from support import pipeline_settings
 
 from consumers import Consumer, Processor, open_store
 from consumers.deadletter import HEADER_ORIGINAL_MESSAGE_ID, HEADER_REASON
 from contracts.envelope import CONTENT_TYPE
-from contracts.events import Environment, Event, KadAdmission
+from contracts.events import Event, KadAdmission
 from contracts.pki import PkiDir, ensure_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.runtime import (
     build_opener,
@@ -39,18 +39,7 @@ def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
 
 @pytest.fixture
 def settings(amqp_url: str, dev_pki: PkiDir, tmp_path: Path) -> Settings:
-    authorisation = tmp_path / "authorisation.json"
-    sender_org = dev_pki.sender.info.org_number
-    authorisation.write_bytes(orjson.dumps({sender_org: list(DEFAULT_UNIT_ORG_NUMBERS)}))
-    return Settings().with_overrides(
-        amqp_url=amqp_url,
-        pki_dir=dev_pki.directory,
-        state_dir=tmp_path,
-        store_url=str(tmp_path / "pathways.sqlite3"),
-        environment=Environment.TEST,
-        authorisation_file=authorisation,
-        queue_prefix=f"t{secrets.token_hex(4)}.",
-    )
+    return pipeline_settings(amqp_url, dev_pki, tmp_path)
 
 
 async def _get_all(url: str, queue_name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:

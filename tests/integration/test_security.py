@@ -468,9 +468,13 @@ async def test_a_sender_cannot_report_for_a_unit_or_as_a_sender_it_is_not(
     _assert_dead_letter(dead, forged_header, Reason.WRONG_RECIPIENT, says="sender HER-id")
     _assert_dead_letter(dead, other_sender, Reason.SENDER_NOT_AUTHORISED, says="another sender")
     assert dead[honest.message_id].headers[HEADER_SENDER_HER_ID] == SENDER_HER_ID
-    # Drained for the privacy scan; where the forged header's receipt goes is reported
-    # to the lead (the receipt follows the unverified fromHerId).
-    await _receipts(settings, SENDER_HER_ID, national_ids)
+    to_signer = await _receipts(settings, SENDER_HER_ID, national_ids)
+    assert {r.headers["originalMessageId"] for r in to_signer} == {
+        honest.message_id,
+        claims_unit.message_id,
+    }
+    # Drained for the privacy scan only: these receipts follow the claimed HER-id (the
+    # unverified header, or the letter's), which the consumer cannot tie to the signer.
     await _receipts(settings, OTHER_SENDER_HER_ID, national_ids)
 
 
