@@ -84,6 +84,7 @@ class Opener:
             event = parse_event(letter.event, environment=self._environment)
             if event.sender_her_id != letter.sender.her_id:
                 raise SenderNotAuthorised("the event names another sender than the signed letter")
+            self._authorisation.check_sender(letter.sender.her_id, signer_org)
             self._authorisation.check(signer_org, event.reporting_unit_org_number)
         except Rejected as rejection:
             # The signature held, so what the letter says of the event may name it in the

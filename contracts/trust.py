@@ -338,32 +338,87 @@ def _is_org_number(value: str) -> bool:
 
 
 class SenderAuthorisation:
-    """Which signing organisations may report for which service units.
+    """Who may send what: which signing organisation may report for which service units,
+    and which HER-ids belong to which organisation.
 
     A unit may always be reported by itself (signer org number == unit org number).
     Explicit grants let e.g. an EPJ vendor or a municipality report for its units.
+
+    HER-ids (as the address register lists them) bind the sender a letter claims to the
+    organisation that signed it. With ``her_ids`` configured, a letter from a HER-id that
+    is not listed for the signer's organisation is refused; without it (an older
+    configuration) HER-ids are not checked, which ``binds_her_ids`` tells the operator.
     """
 
-    def __init__(self, grants: Mapping[str, frozenset[str]]) -> None:
+    def __init__(
+        self,
+        grants: Mapping[str, frozenset[str]],
+        her_ids: Mapping[int, str] | None = None,
+    ) -> None:
         for signer, units in grants.items():
             if not _is_org_number(signer) or not all(_is_org_number(u) for u in units):
                 raise ValueError("sender authorisation grants must use nine-digit org numbers")
+        if her_ids is not None and not all(
+            isinstance(her_id, int) and her_id > 0 and _is_org_number(org)
+            for her_id, org in her_ids.items()
+        ):
+            raise ValueError("HER-ids must map positive integers to nine-digit org numbers")
         self._grants = dict(grants)
+        self._her_ids = dict(her_ids) if her_ids is not None else None
+
+    @property
+    def binds_her_ids(self) -> bool:
+        return self._her_ids is not None
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Iterable[str]]) -> SenderAuthorisation:
-        return cls({signer: frozenset(units) for signer, units in mapping.items()})
+    def from_mapping(
+        cls, mapping: Mapping[str, Iterable[str]], her_ids: Mapping[int, str] | None = None
+    ) -> SenderAuthorisation:
+        return cls({signer: frozenset(units) for signer, units in mapping.items()}, her_ids)
 
     @classmethod
     def from_json_file(cls, path: Path) -> SenderAuthorisation:
-        """Read ``{"signer_org": ["unit_org", ...], ...}``; a bad file raises ``ValueError``."""
+        """Read the operator's file; a bad file raises ``ValueError``. Two forms::
+
+        {"grants": {"signer_org": ["unit_org", ...]}, "her_ids": {"90001": "signer_org"}}
+        {"signer_org": ["unit_org", ...]}          (grants only: HER-ids not checked)
+        """
         raw = orjson.loads(Path(path).read_bytes())
-        if not isinstance(raw, dict) or not all(
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        grants, her_ids = (
+            (raw.get("grants", {}), raw.get("her_ids"))
+            if "grants" in raw
+            else (
+                raw,
+                None,
+            )
+        )
+        if not isinstance(grants, dict) or not all(
             isinstance(units, list) and all(isinstance(u, str) for u in units)
-            for units in raw.values()
+            for units in grants.values()
         ):
-            raise ValueError(f"{path}: expected an object of org number -> list of org numbers")
-        return cls.from_mapping(raw)
+            raise ValueError(f"{path}: expected grants of org number -> list of org numbers")
+        if her_ids is not None and not (
+            isinstance(her_ids, dict)
+            and all(key.isdigit() and isinstance(org, str) for key, org in her_ids.items())
+        ):
+            raise ValueError(f"{path}: expected her_ids of HER-id -> org number")
+        return cls.from_mapping(
+            grants, None if her_ids is None else {int(k): v for k, v in her_ids.items()}
+        )
+
+    def check_sender(self, her_id: int, signer_org: str) -> None:
+        """Raise :class:`SenderNotAuthorised` unless ``her_id`` belongs to ``signer_org``
+        (when HER-ids are configured)."""
+        if self._her_ids is None:
+            return
+        if self._her_ids.get(her_id) != signer_org:
+            raise SenderNotAuthorised(
+                f"HER-id {her_id} is not registered to organisation {signer_org}"
+                if _is_org_number(signer_org)
+                else f"HER-id {her_id} is not registered to the signer"
+            )
 
     def check(self, signer_org: str | None, unit_org: str) -> None:
         """Raise :class:`SenderNotAuthorised` unless ``signer_org`` may report for ``unit_org``."""

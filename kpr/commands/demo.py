@@ -25,7 +25,7 @@ import orjson
 from contracts.envelope import CONTENT_TYPE
 from contracts.events import Environment
 from contracts.pki import ensure_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import DEFAULT_SENDER_HER_ID, DEFAULT_UNIT_ORG_NUMBERS, generate_events
 from contracts.topology import Topology
 from kpr.config import Settings
 from kpr.localservices import ensure_broker
@@ -104,7 +104,12 @@ def run_demo(
         authorisation = state_dir / "authorisation.json"
         sender_org = pki.sender.info.org_number
         authorisation.write_bytes(
-            orjson.dumps({sender_org: sorted({sender_org, *DEFAULT_UNIT_ORG_NUMBERS})})
+            orjson.dumps(
+                {
+                    "grants": {sender_org: sorted({sender_org, *DEFAULT_UNIT_ORG_NUMBERS})},
+                    "her_ids": {str(DEFAULT_SENDER_HER_ID): sender_org},
+                }
+            )
         )
         demo = settings.with_overrides(
             amqp_url=amqp_url,

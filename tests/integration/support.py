@@ -11,7 +11,7 @@ import orjson
 
 from contracts.events import Environment
 from contracts.pki import PkiDir
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS
+from contracts.synth import DEFAULT_SENDER_HER_ID, DEFAULT_UNIT_ORG_NUMBERS
 from kpr.config import Settings
 
 __all__ = ["environment_of", "pipeline_settings"]
@@ -34,7 +34,12 @@ def pipeline_settings(
     """
     authorisation = state_dir / "authorisation.json"
     units = list(DEFAULT_UNIT_ORG_NUMBERS if grants is None else grants)
-    authorisation.write_bytes(orjson.dumps({pki.sender.info.org_number: units}))
+    sender_org = pki.sender.info.org_number
+    authorisation.write_bytes(
+        orjson.dumps(
+            {"grants": {sender_org: units}, "her_ids": {str(DEFAULT_SENDER_HER_ID): sender_org}}
+        )
+    )
     return Settings().with_overrides(
         amqp_url=amqp_url,
         pki_dir=pki.directory,

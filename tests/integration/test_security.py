@@ -429,7 +429,10 @@ async def test_a_sender_cannot_report_for_a_unit_or_as_a_sender_it_is_not(
       sender's certificate: ``wrong-recipient`` (the signer is not the signed sender);
     - a valid message whose AMQP ``fromHerId`` is forged to another HER-id: ``wrong-recipient``;
     - a letter and header claiming another sender HER-id for an event of the dev sender:
-      ``sender-not-authorised``.
+      ``sender-not-authorised``;
+    - event, letter and header all claiming another sender's HER-id, consistently, signed
+      with the dev sender's certificate: ``sender-not-authorised`` (the HER-id is not
+      registered to the signer's organisation).
 
     Only the control event from an authorised unit is stored."""
     settings = _settings(amqp_vhost_url, dev_pki, tmp_path, grants=AUTHORISED_UNITS)
@@ -439,7 +442,7 @@ async def test_a_sender_cannot_report_for_a_unit_or_as_a_sender_it_is_not(
     foreign_unit = [e for e in events if e.reporting_unit_org_number == FOREIGN_UNIT]
     authorised = [e for e in events if e.reporting_unit_org_number in AUTHORISED_UNITS]
     assert len(foreign_unit) >= 2
-    assert len(authorised) >= 3
+    assert len(authorised) >= 4
     sender = dev_pki.sender
     [honest] = (await _publish_keeping(settings, foreign_unit[:1])).values()
     claims_unit = _sealed_by(
@@ -452,21 +455,28 @@ async def test_a_sender_cannot_report_for_a_unit_or_as_a_sender_it_is_not(
         sender.signing_identity, dev_pki, authorised[1], recipient_her_id=her,
         sender=Party(her_id=OTHER_SENDER_HER_ID, org_number=sender.info.org_number),
     )
+    posing = _sealed_by(
+        sender.signing_identity, dev_pki,
+        authorised[3].model_copy(update={"sender_her_id": OTHER_SENDER_HER_ID}),
+        recipient_her_id=her,
+        sender=Party(her_id=OTHER_SENDER_HER_ID, org_number=sender.info.org_number),
+    )
     await publish_raw(settings.amqp_url, settings.topology(),
-                      [claims_unit, forged_header, other_sender])
+                      [claims_unit, forged_header, other_sender, posing])
     await _publish_keeping(settings, authorised[2:3])
 
     counts = await consume(settings, until_idle_s=IDLE_S)
 
-    assert counts["dead_lettered"] == 4
+    assert counts["dead_lettered"] == 5
     assert counts["committed"] == 1
     assert _stored_event_ids(settings) == {str(authorised[2].event_id)}
     dead = await _dead_letters(settings, national_ids)
-    assert len(dead) == 4
+    assert len(dead) == 5
     _assert_dead_letter(dead, honest, Reason.SENDER_NOT_AUTHORISED, says=FOREIGN_UNIT)
     _assert_dead_letter(dead, claims_unit, Reason.WRONG_RECIPIENT, says="another organisation")
     _assert_dead_letter(dead, forged_header, Reason.WRONG_RECIPIENT, says="sender HER-id")
     _assert_dead_letter(dead, other_sender, Reason.SENDER_NOT_AUTHORISED, says="another sender")
+    _assert_dead_letter(dead, posing, Reason.SENDER_NOT_AUTHORISED, says="not registered")
     assert dead[honest.message_id].headers[HEADER_SENDER_HER_ID] == SENDER_HER_ID
     to_signer = await _receipts(settings, SENDER_HER_ID, national_ids)
     assert {r.headers["originalMessageId"] for r in to_signer} == {

@@ -229,3 +229,30 @@ def test_authorisation_loads_from_json_and_rejects_bad_tables(tmp_path: Path) ->
     bad.write_bytes(b'["310000000"]')
     with pytest.raises(ValueError, match="expected"):
         SenderAuthorisation.from_json_file(bad)
+
+
+def test_a_her_id_must_belong_to_the_signing_organisation(tmp_path: Path) -> None:
+    """With HER-ids configured, a letter may only claim a HER-id of the signer's own
+    organisation: one sender cannot report (or draw receipts) as another."""
+    path = tmp_path / "authorisation.json"
+    path.write_bytes(
+        b'{"grants": {"310000000": ["310000027"]}, "her_ids": {"90001": "310000000",'
+        b' "90002": "310000019"}}'
+    )
+    authorisation = SenderAuthorisation.from_json_file(path)
+    assert authorisation.binds_her_ids
+    authorisation.check_sender(90001, "310000000")
+    with pytest.raises(SenderNotAuthorised, match="HER-id 90002"):
+        authorisation.check_sender(90002, "310000000")
+    with pytest.raises(SenderNotAuthorised, match="HER-id 90003"):
+        authorisation.check_sender(90003, "310000000")
+    authorisation.check("310000000", "310000027")
+
+
+def test_grants_only_files_still_load_without_her_id_binding(tmp_path: Path) -> None:
+    """The older grants-only form keeps working; HER-ids are then not checked."""
+    path = tmp_path / "authorisation.json"
+    path.write_bytes(b'{"310000000": ["310000027"]}')
+    authorisation = SenderAuthorisation.from_json_file(path)
+    assert not authorisation.binds_her_ids
+    authorisation.check_sender(90002, "310000000")
