@@ -20,15 +20,18 @@ pickling a pydantic event and letter out of the worker and back in the consumer 
 about as much CPU as the rest of the consumer's per-message work. The pseudonym key is
 loaded by the factory in each worker, never sent with a message.
 
-Requests are sent in batches: those that arrive while the event loop is busy go to
-the workers together (spread over them), one executor task per worker instead of one
-per message, which is most of the executor's per-message overhead in the consumer.
+Requests go to the workers in batches, one executor task per batch: the executor's
+per-task cost (a manager thread, a feeder thread, pipes and locks) is most of what the
+pool costs the consumer per message. At most two batches per worker are out at once;
+requests that arrive meanwhile wait and go together in the next batches, so batches
+grow with the load (up to :data:`MAX_BATCH`) and stay single messages when it is light.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import os
 from collections.abc import Callable, Sequence
@@ -49,6 +52,8 @@ _worker_pseudonymiser: Pseudonymiser | None = None
 #: At most this many messages in one executor task: a batch waits for its slowest
 #: member, so large batches would add latency for no further saving.
 MAX_BATCH = 16
+#: Batches out per worker: one running, one queued, so no worker waits for the next.
+BATCHES_PER_WORKER = 2
 
 _Request = tuple[bytes, str, int | None]
 
@@ -130,7 +135,10 @@ class OpenerPool:
             self.workers, initializer=_init_worker, initargs=(opener_factory, pseudonymiser_factory)
         )
         self._pending: list[tuple[_Request, asyncio.Future[EventRecord]]] = []
-        self._flush_scheduled = False
+        # The loop a flush is scheduled on (None: none is), and the batches out. Both
+        # survive an event loop that closes mid-way (tests run one loop per test).
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._batches_out: set[concurrent.futures.Future[list[EventRecord | BaseException]]] = set()
         # Start every worker now (and surface a failing factory here, not on a delivery).
         try:
             checks = {
@@ -148,6 +156,11 @@ class OpenerPool:
         #: pseudonymiser's own MAC of it exactly when both hold the same key. ``None``
         #: when the pool does not pseudonymise.
         self.key_check: str | None = checks.pop()
+
+    @property
+    def worker_pids(self) -> tuple[int, ...]:
+        """The worker processes' ids (for CPU accounting)."""
+        return tuple(self._executor._processes or ())
 
     @property
     def pseudonymises(self) -> bool:
@@ -176,39 +189,62 @@ class OpenerPool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[EventRecord] = loop.create_future()
         self._pending.append(((body, message_id, from_her_id), future))
-        if not self._flush_scheduled:
+        if self._flush_loop is not loop:
             # Later in this loop iteration: the deliveries that arrived together go together.
-            self._flush_scheduled = True
+            self._flush_loop = loop
             loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
-        """Hand the pending requests to the workers: spread over all of them, at most
-        :data:`MAX_BATCH` per task."""
-        self._flush_scheduled = False
-        pending = [(request, future) for request, future in self._pending if not future.done()]
-        self._pending.clear()
-        if not pending:
-            return
-        tasks = max(self.workers, -(-len(pending) // MAX_BATCH))
-        size = -(-len(pending) // tasks)
-        for start in range(0, len(pending), size):
-            batch = pending[start : start + size]
+        """Hand pending requests to the workers: spread over the free batch slots, at most
+        :data:`MAX_BATCH` per batch; what does not fit waits for a batch to come back."""
+        self._flush_loop = None
+        self._batches_out = {batch for batch in self._batches_out if not batch.done()}
+        self._pending = [
+            (request, future)
+            for request, future in self._pending
+            if not future.done() and not future.get_loop().is_closed()
+        ]
+        free = self.workers * BATCHES_PER_WORKER - len(self._batches_out)
+        while self._pending and free > 0:
+            size = min(MAX_BATCH, -(-len(self._pending) // free))
+            batch, self._pending = self._pending[:size], self._pending[size:]
+            free -= 1
+            futures = [future for _, future in batch]
             try:
                 submitted = self._executor.submit(
                     _open_records_in_worker, [request for request, _ in batch]
                 )
             except Exception as error:  # shut down or broken: every caller hears of it
-                for _, future in batch:
+                for future in futures:
                     if not future.done():
                         future.set_exception(error)
                 continue
+            self._batches_out.add(submitted)
             asyncio.wrap_future(submitted).add_done_callback(
-                functools.partial(_settle, [future for _, future in batch])
+                functools.partial(self._batch_done, futures)
             )
+
+    def _batch_done(
+        self,
+        futures: Sequence[asyncio.Future[EventRecord]],
+        batch: asyncio.Future[list[EventRecord | BaseException]],
+    ) -> None:
+        _settle(futures, batch)
+        if self._pending:
+            self._flush()
+
+    def _cancel_pending(self) -> None:
+        """Callers still waiting for a batch slot hear that the pool is gone (from any
+        thread: the futures are cancelled on their own loop)."""
+        pending, self._pending = self._pending, []
+        for _, future in pending:
+            with contextlib.suppress(RuntimeError):  # that loop is closed already
+                future.get_loop().call_soon_threadsafe(future.cancel)
 
     def close(self) -> None:
         """Stop the workers (pending work is cancelled); closing twice is harmless."""
+        self._cancel_pending()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Self:

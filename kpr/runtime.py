@@ -241,18 +241,23 @@ async def consume(
     metrics = ConsumerMetrics(registry if registry is not None else CollectorRegistry())
     _certificate_gauges(settings, metrics)
     store: SqlStore = open_store(settings.store_url)
+    # Before the pool starts: this may create the key file the workers then only read.
+    pseudonyms = pseudonymiser(settings)
     with contextlib.ExitStack() as pools:
         pool = (
             pools.enter_context(
-                OpenerPool(functools.partial(build_opener, settings), workers=settings.open_workers)
+                OpenerPool(
+                    functools.partial(build_opener, settings),
+                    workers=settings.open_workers,
+                    # The workers pseudonymise too: only plain records come back.
+                    pseudonymiser_factory=functools.partial(pseudonymiser, settings),
+                )
             )
             if settings.open_workers > 0
             else None
         )
         async with store:
-            processor = Processor(
-                build_opener(settings), pseudonymiser(settings), store, opener_pool=pool
-            )
+            processor = Processor(build_opener(settings), pseudonyms, store, opener_pool=pool)
             return await _consume_with(
                 settings, processor, store, metrics, until_idle_s, stop, watch_interval_s
             )

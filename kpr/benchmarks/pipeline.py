@@ -102,6 +102,21 @@ def _rss_mb(pid: int | str = "self") -> float:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent busy so far, every process on the machine (``/proc/stat``)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        ticks = [int(value) for value in handle.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _events(count: int, seed: int) -> Iterator[Any]:
     """``count`` distinct synthetic events, generated a chunk at a time (flat memory)."""
     made = 0
@@ -157,12 +172,13 @@ async def _produce(
             yield sealed
 
     async with Publisher(settings.amqp_url, topology=settings.topology()) as publisher:
-        started = time.time()
+        started, cpu_started = time.time(), time.process_time()
         report = await publisher.publish_all(messages(), max_in_flight=max_in_flight)
-        finished = time.time()
+        finished, cpu_finished = time.time(), time.process_time()
     return {
         "started": started,
         "finished": finished,
+        "cpu_s": cpu_finished - cpu_started,
         "confirmed": len(report.confirmed),
         "sent_at": sent_at,
     }
@@ -466,6 +482,9 @@ async def _phase_e2e(
     async with open_store(str(store_path)) as store:
         processor = bench.processor(store)
         rss_before = _rss_mb()
+        workers = bench.pool.worker_pids
+        cpu_before = time.process_time() + sum(map(_cpu_s, workers))
+        busy_before = _machine_busy_s()
         process, results = _run_producer(
             settings, count, seed=bench.seed(), max_in_flight=options.max_in_flight,
             rate=rate,
@@ -478,6 +497,8 @@ async def _phase_e2e(
         )  # fmt: skip
         produced = await _producer_result(process, results)
         tally = await consumed
+        consumer_cpu_s = time.process_time() + sum(map(_cpu_s, workers)) - cpu_before
+        busy_s = _machine_busy_s() - busy_before
         rss_after = _rss_mb()
     shutil.rmtree(store_path.parent, ignore_errors=True)
     done_at = time.time() - (time.perf_counter() - tally.last)
@@ -485,6 +506,11 @@ async def _phase_e2e(
         "per_s": count / (done_at - produced["started"]),
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after,
+        # CPU per message: the consumer (event loop + open workers), the producer while
+        # publishing, and what the machine did besides (the broker, and any other load).
+        "consumer_cpu_ms": consumer_cpu_s / count * 1e3,
+        "producer_cpu_ms": produced["cpu_s"] / count * 1e3,
+        "other_cpu_ms": max(0.0, busy_s - consumer_cpu_s - produced["cpu_s"]) / count * 1e3,
     }
     return figures, produced["sent_at"], committed_at
 
@@ -520,6 +546,10 @@ async def _run(bench: _Bench) -> dict[str, Any]:
     say("end to end ...")
     e2e, _, _ = await _phase_e2e(bench, options.messages, rate=None, name="e2e")
     result["e2e_per_s"] = e2e["per_s"]
+    result |= {
+        f"e2e_{part}_cpu_ms_per_message": e2e[f"{part}_cpu_ms"]
+        for part in ("consumer", "producer", "other")
+    }
     offered = 0.5 * e2e["per_s"]
     latency_count = max(100, min(options.messages, int(offered * 20)))
     say(f"latency at {offered:,.0f}/s offered ...")
@@ -632,6 +662,9 @@ def format_table(result: dict[str, Any]) -> str:
         ("consumer / FastStream", "consumer_to_faststream_ratio"),
         ("end-to-end/s sustained", "e2e_per_s"),
         ("end-to-end / raw", "e2e_to_raw_ratio"),
+        ("e2e CPU ms/message: consumer + workers", "e2e_consumer_cpu_ms_per_message"),
+        ("e2e CPU ms/message: producer", "e2e_producer_cpu_ms_per_message"),
+        ("e2e CPU ms/message: broker + rest of machine", "e2e_other_cpu_ms_per_message"),
         ("latency offered load/s", "latency_offered_per_s"),
         ("latency p50 ms (publish -> commit)", "latency_p50_ms"),
         ("latency p99 ms", "latency_p99_ms"),

@@ -14,6 +14,7 @@ import orjson
 
 from consumers.pathways import ConsultationProjection, StayProjection, programme_view
 from consumers.store import open_store
+from kpr import eventloop
 from kpr.config import Settings
 from kpr.lifecycle import stop_on_signals
 from kpr.logs import configure_logging
@@ -142,7 +143,7 @@ def _produce(args: argparse.Namespace) -> int:
         with stop_on_signals(stop.set):
             return await publish_events(settings, events, stop=stop)
 
-    report = asyncio.run(run())
+    report = eventloop.run(run())
     sent = len(report.confirmed) + len(report.failed) + len(report.unknown)
     stopped = f" (stopped after {sent} of {len(events)})" if sent < len(events) else ""
     print(
@@ -162,7 +163,7 @@ def _consume(args: argparse.Namespace) -> int:
             return await consume(settings, until_idle_s=args.until_idle, stop=stop)
 
     # SIGTERM drains and returns normally: exit 0, like an idle exit.
-    counts = asyncio.run(run())
+    counts = eventloop.run(run())
     print(" ".join(f"{key}={value}" for key, value in sorted(counts.items())) or "nothing consumed")
     return 0
 

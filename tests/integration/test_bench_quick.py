@@ -33,6 +33,8 @@ REQUIRED_KEYS = {
     "rss_before_mb",
     "rss_after_mb",
     "cores",
+    "e2e_consumer_cpu_ms_per_message",
+    "e2e_producer_cpu_ms_per_message",
 }
 
 

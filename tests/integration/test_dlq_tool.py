@@ -54,9 +54,10 @@ def _foreign_unit_events(count: int, seed: int) -> list[Event]:
 
 def _grant_all(settings: Settings) -> None:
     assert settings.authorisation_file is not None
-    sender_org = orjson.loads(settings.authorisation_file.read_bytes()).keys()
-    [org] = list(sender_org)
-    settings.authorisation_file.write_bytes(orjson.dumps({org: list(DEFAULT_UNIT_ORG_NUMBERS)}))
+    authorisation = orjson.loads(settings.authorisation_file.read_bytes())
+    [org] = list(authorisation["grants"])
+    authorisation["grants"] = {org: list(DEFAULT_UNIT_ORG_NUMBERS)}
+    settings.authorisation_file.write_bytes(orjson.dumps(authorisation))
 
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:

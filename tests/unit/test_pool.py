@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import os
+import signal
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from consumers.opener import Opener
 from consumers.pool import OpenerPool
 from consumers.processing import Disposition, Processor
 from consumers.pseudonym import Pseudonymiser
+from consumers.records import pseudonymise
 from consumers.store import open_store
 from contracts.errors import DecryptionFailed, SenderNotAuthorised
 from contracts.events import Environment
@@ -111,3 +116,116 @@ async def test_the_processor_maps_pool_outcomes_as_it_maps_in_process_ones(
     assert again.disposition is Disposition.DUPLICATE
     assert tampered.disposition is Disposition.DEAD_LETTER
     assert tampered.reason is not None
+
+
+@pytest.fixture(scope="module")
+def record_pool(dev_pki: PkiDir) -> Iterator[OpenerPool]:
+    with OpenerPool(
+        functools.partial(build_opener, dev_pki.directory, authorised=True),
+        workers=2,
+        pseudonymiser_factory=functools.partial(Pseudonymiser, KEY),
+    ) as opened:
+        yield opened
+
+
+async def test_the_pool_pseudonymises_to_the_record_the_processor_would_store(
+    dev_pki: PkiDir, record_pool: OpenerPool, sealed: list[SealedMessage]
+) -> None:
+    """open_record in a worker equals open + pseudonymise in-process with the same key."""
+    in_process = build_opener(dev_pki.directory, authorised=True)
+    for message in sealed:
+        verified = in_process.open(message.body, message_id=message.message_id)
+        expected = pseudonymise(verified.event, Pseudonymiser(KEY), message.message_id)
+        assert (
+            await record_pool.open_record(message.body, message_id=message.message_id) == expected
+        )
+
+
+async def test_each_message_of_a_batch_gets_its_own_answer(
+    record_pool: OpenerPool, sealed: list[SealedMessage]
+) -> None:
+    """Many requests at once share batches, yet a tampered one fails alone."""
+    tampered = bytearray(sealed[0].body)
+    tampered[-20] ^= 0x01
+    bodies = [(bytes(tampered), sealed[0].message_id)] + [
+        (message.body, message.message_id) for message in sealed * 10
+    ]
+    answers = await asyncio.gather(
+        *(record_pool.open_record(body, message_id=message_id) for body, message_id in bodies),
+        return_exceptions=True,
+    )
+    assert isinstance(answers[0], DecryptionFailed)
+    assert [getattr(answer, "message_id", None) for answer in answers[1:]] == [
+        message_id for _, message_id in bodies[1:]
+    ]
+
+
+async def test_a_pool_without_a_pseudonymiser_refuses_open_record(
+    pool: OpenerPool, sealed: list[SealedMessage]
+) -> None:
+    """No key in the workers, no records: a RuntimeError, not a record without pseudonym."""
+    assert not pool.pseudonymises
+    with pytest.raises(RuntimeError):
+        await pool.open_record(sealed[0].body, message_id=sealed[0].message_id)
+
+
+async def test_a_processor_refuses_a_pool_holding_another_pseudonym_key(
+    dev_pki: PkiDir, record_pool: OpenerPool, tmp_path: Path
+) -> None:
+    """Records from the workers must carry the same pseudonyms as the processor's own."""
+    async with open_store(str(tmp_path / "pathways.sqlite3")) as store:
+        with pytest.raises(ValueError, match="another key"):
+            Processor(
+                build_opener(dev_pki.directory, authorised=True),
+                Pseudonymiser(bytes(range(1, 33))),
+                store,
+                opener_pool=record_pool,
+            )
+
+
+async def test_outcomes_with_a_pseudonymising_pool_equal_those_in_process(
+    dev_pki: PkiDir, record_pool: OpenerPool, sealed: list[SealedMessage], tmp_path: Path
+) -> None:
+    """Same dispositions and the same named event, sender and time, pool or not."""
+    outcomes = []
+    for name, pool in (("in-process", None), ("pool", record_pool)):
+        async with open_store(str(tmp_path / f"{name}.sqlite3")) as store:
+            processor = Processor(
+                build_opener(dev_pki.directory, authorised=True),
+                Pseudonymiser(KEY),
+                store,
+                opener_pool=pool,
+            )
+            message = sealed[2]
+            outcomes.append(
+                [
+                    await processor.process(
+                        body, message_id=message.message_id, from_her_id=message.sender_her_id
+                    )
+                    for body in (message.body, message.body, message.body[:-1])
+                ]
+            )
+    assert outcomes[0] == outcomes[1]
+    assert [outcome.disposition for outcome in outcomes[1]] == [
+        Disposition.COMMITTED,
+        Disposition.DUPLICATE,
+        Disposition.DEAD_LETTER,
+    ]
+    assert outcomes[1][0].event_id == sealed[2].event_id
+
+
+async def test_a_dead_worker_fails_the_waiting_callers_with_broken_process_pool(
+    dev_pki: PkiDir, sealed: list[SealedMessage]
+) -> None:
+    """A killed worker is our failure, not the sender's: BrokenProcessPool, never a record."""
+    with OpenerPool(
+        functools.partial(build_opener, dev_pki.directory, authorised=True),
+        workers=1,
+        pseudonymiser_factory=functools.partial(Pseudonymiser, KEY),
+    ) as doomed:
+        [pid] = doomed.worker_pids
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            await asyncio.wait_for(
+                doomed.open_record(sealed[0].body, message_id=sealed[0].message_id), timeout=30
+            )
