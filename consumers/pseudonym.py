@@ -8,7 +8,6 @@ it, an operator computes the pseudonym of a given id to look a person up.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 import secrets
@@ -27,12 +26,12 @@ class Pseudonymiser:
         self._key = key
 
     def pseudonym(self, national_id: str) -> str:
-        digest = hmac.new(self._key, national_id.encode("ascii"), hashlib.sha256).digest()
+        digest = hmac.digest(self._key, national_id.encode("ascii"), "sha256")
         return _PREFIX + base64.b32encode(digest).decode("ascii")[:32].lower()
 
     def mac(self, data: bytes) -> str:
         """A keyed digest of content (used to compare payloads without exposing them)."""
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, data, "sha256").hex()
 
     def __repr__(self) -> str:
         return "Pseudonymiser(key=<hidden>)"
