@@ -23,7 +23,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Self
 
 import aiormq
@@ -47,6 +46,7 @@ from consumers.processing import Disposition, Outcome, Processor
 from consumers.receipts import ReceiptSender, ReceiptSigner, send_rejection_receipt
 from contracts.connection import TlsSettings, connect
 from contracts.errors import Reason
+from contracts.resources import AsyncResource
 from contracts.topology import Topology
 
 __all__ = ["Consumer"]
@@ -56,7 +56,7 @@ log = logging.getLogger("kpr.consumer")
 OutcomeListener = Callable[[Outcome, float], None]
 
 
-class Consumer:
+class Consumer(AsyncResource):
     """An async context manager: ``async with Consumer(...) as c: await c.run()``."""
 
     def __init__(
@@ -129,14 +129,6 @@ class Consumer:
             await self.aclose()
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @property
     def consuming(self) -> bool:
@@ -247,8 +239,10 @@ class Consumer:
             self._subscription_problem = None
             return
         self._subscription_problem = "consumer: lost after reconnect, re-subscribing"
-        log.warning("the channel came back without our consumer; consuming again",
-                    extra={"consumer_tag": self._consumer_tag})
+        log.warning(
+            "the channel came back without our consumer; consuming again",
+            extra={"consumer_tag": self._consumer_tag},
+        )
         self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
         self.resubscriptions += 1
         self._subscription_problem = None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Self
 
 import aio_pika
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from contracts.envelope import SigningIdentity
 from contracts.errors import Reason
+from contracts.resources import AsyncResource
 from contracts.topology import Topology
 
 __all__ = [
@@ -107,8 +107,9 @@ class ReceiptSigner:
         return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
 
 
-def receipt_message(receipt: Receipt, signed: bytes, *, register_her_id: int,
-                    sender_her_id: int) -> aio_pika.Message:
+def receipt_message(
+    receipt: Receipt, signed: bytes, *, register_her_id: int, sender_her_id: int
+) -> aio_pika.Message:
     """The AMQP message for a signed receipt, with the national bus's error properties."""
     return aio_pika.Message(
         signed,
@@ -126,7 +127,7 @@ def receipt_message(receipt: Receipt, signed: bytes, *, register_her_id: int,
     )
 
 
-class ReceiptSender:
+class ReceiptSender(AsyncResource):
     """Publishes receipts on a channel of its own, declaring each sender's queue once.
 
     ``send`` raises on any failure (including a confirm not arriving within
@@ -152,14 +153,6 @@ class ReceiptSender:
 
     async def __aenter__(self) -> Self:
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         channel, self._channel = self._channel, None

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum, unique
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, Self
 
 import orjson
@@ -41,6 +40,7 @@ from consumers.pathways import (
 )
 from consumers.queries import PathwayQueries, StoreSummary, iso
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
+from contracts.resources import AsyncResource
 
 __all__ = [
     "ApplyResult",
@@ -133,7 +133,7 @@ def _lock_keys(record: EventRecord) -> list[str]:
     return keys
 
 
-class SqlStore(PathwayQueries):
+class SqlStore(PathwayQueries, AsyncResource):
     """The shared implementation; a dialect supplies connection and SQL differences."""
 
     def __init__(self, dialect: Dialect) -> None:
@@ -150,14 +150,6 @@ class SqlStore(PathwayQueries):
     async def __aenter__(self) -> Self:
         await self._run(lambda connection: None)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Finish the applies already handed in, then close; closing twice is harmless."""

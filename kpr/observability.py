@@ -19,11 +19,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Self
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from contracts.resources import AsyncResource
 
 __all__ = ["ObservabilityServer", "ReadinessCheck"]
 
@@ -36,7 +37,7 @@ _MAX_REQUEST_HEAD = 8192
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
-class ObservabilityServer:
+class ObservabilityServer(AsyncResource):
     """``async with ObservabilityServer(registry, readiness, port=...) as server:``.
 
     ``port`` 0 picks a free port (read it back from :attr:`port`). Closing twice is harmless.
@@ -60,20 +61,10 @@ class ObservabilityServer:
         self.port: int | None = None
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(
-            self._serve, self._host, self._requested_port
-        )
+        self._server = await asyncio.start_server(self._serve, self._host, self._requested_port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("observability endpoint listening", extra={"port": self.port})
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         server, self._server = self._server, None
@@ -104,8 +95,12 @@ class ObservabilityServer:
                 + body
             )
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
             pass  # a client that leaves or dawdles gets nothing
         finally:
             writer.close()

@@ -17,7 +17,6 @@ import asyncio
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum, unique
-from types import TracebackType
 from typing import Self
 
 import aio_pika
@@ -27,6 +26,7 @@ from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 from contracts.connection import TlsSettings, connect
 from contracts.envelope import CONTENT_TYPE
 from contracts.errors import ConfirmTimeout, PublishFailed, PublishNacked, Unroutable
+from contracts.resources import AsyncResource
 from contracts.topology import Topology
 from producers.metrics import ProducerMetrics
 from producers.sealer import SealedMessage
@@ -70,7 +70,7 @@ def outcome_of(error: PublishFailed | None) -> PublishOutcome:
     return PublishOutcome.FAILED
 
 
-class Publisher:
+class Publisher(AsyncResource):
     """An async context manager around one connection and one confirming channel."""
 
     def __init__(
@@ -119,14 +119,6 @@ class Publisher:
             await self.aclose()
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection; closing twice is harmless."""
