@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -296,7 +297,8 @@ async def _kill_while_draining(argv: list[str], env: dict[str, str], rng: random
                 break
             await asyncio.sleep(0.01)
     await asyncio.sleep(rng.uniform(0.0, 0.5))
-    process.send_signal(signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # it may have drained the queue already
+        process.send_signal(signal.SIGKILL)
     await process.wait()
     return await depth(url, queue_name)
 
