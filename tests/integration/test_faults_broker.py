@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 from faults_support import (
     History,
@@ -29,11 +27,12 @@ from faults_support import (
     paced,
     read_store,
 )
+from support import pipeline_settings
 
 from contracts.errors import PublishFailed
-from contracts.events import Environment, Event
+from contracts.events import Event
 from contracts.pki import PkiDir, ensure_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.localbroker import LocalRabbitMQ
 from kpr.runtime import consume, publish_events
@@ -56,20 +55,7 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRabbit
 
 
 def fault_settings(amqp_url: str, pki: PkiDir, state_dir: Path) -> Settings:
-    authorisation = state_dir / "authorisation.json"
-    authorisation.write_bytes(
-        orjson.dumps({pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)})
-    )
-    return Settings().with_overrides(
-        amqp_url=amqp_url,
-        pki_dir=pki.directory,
-        state_dir=state_dir,
-        store_url=str(state_dir / "pathways.sqlite3"),
-        environment=Environment.TEST,
-        authorisation_file=authorisation,
-        queue_prefix=f"f{secrets.token_hex(4)}.",
-        drain_timeout_s=10.0,
-    )
+    return pipeline_settings(amqp_url, pki, state_dir).with_overrides(drain_timeout_s=10.0)
 
 
 def work_queue_consumers(broker: LocalRabbitMQ, queue: str) -> int:
@@ -87,8 +73,12 @@ class Scenario:
     """
 
     def __init__(
-        self, producer: Settings, consumer: Settings, events: list[Event],
-        *, interval_s: float = 0.02,
+        self,
+        producer: Settings,
+        consumer: Settings,
+        events: list[Event],
+        *,
+        interval_s: float = 0.02,
     ) -> None:
         self.producer = producer
         self.consumer = consumer
@@ -108,10 +98,14 @@ class Scenario:
             self.fault_due.set()
 
     def _produce(self, options: dict[str, float]) -> PublishReport:
-        return asyncio.run(publish_events(
-            self.producer, paced(self.events, self.interval_s),
-            on_outcome=self.on_outcome, **options,  # type: ignore[arg-type]
-        ))
+        return asyncio.run(
+            publish_events(
+                self.producer,
+                paced(self.events, self.interval_s),
+                on_outcome=self.on_outcome,
+                **options,  # type: ignore[arg-type]
+            )
+        )
 
     async def committed(self) -> int:
         with contextlib.suppress(Exception):
@@ -119,7 +113,10 @@ class Scenario:
         return 0
 
     async def run(
-        self, fault: Callable[[], Awaitable[object]], *, publish_timeout_s: float = 150.0,
+        self,
+        fault: Callable[[], Awaitable[object]],
+        *,
+        publish_timeout_s: float = 150.0,
         **publish_options: float,
     ) -> tuple[Verdict, Counter[str], PublishReport]:
         consumer = asyncio.create_task(
@@ -137,8 +134,12 @@ class Scenario:
                 return await self.committed() >= confirmed
 
             with contextlib.suppress(AssertionError):  # the checker says what is missing
-                await eventually(all_confirmed_committed, timeout_s=90,
-                                 what="confirmed committed", interval_s=0.3)
+                await eventually(
+                    all_confirmed_committed,
+                    timeout_s=90,
+                    what="confirmed committed",
+                    interval_s=0.3,
+                )
         finally:
             self.stop_consumer.set()
             counts = await asyncio.wait_for(consumer, timeout=60)
@@ -203,8 +204,10 @@ async def test_after_a_broker_restart_the_broker_lists_our_consumer_again(
 
         await eventually(committed, timeout_s=30, what="the event after the restart committed")
         FIGURES["consumer back after broker restart (s)"] = f"{back_after:.1f}"
-        print(f"consumer listed again {back_after:.1f} s after the restart "
-              f"({time.monotonic() - restarted:.1f} s to a commit)")
+        print(
+            f"consumer listed again {back_after:.1f} s after the restart "
+            f"({time.monotonic() - restarted:.1f} s to a commit)"
+        )
     finally:
         stop.set()
         counts = await asyncio.wait_for(consumer, timeout=60)
@@ -220,8 +223,9 @@ async def _await_consumers(
         except Exception:
             return False
 
-    return await eventually(listed, timeout_s=timeout_s, what=f"{wanted} consumer(s) on {queue}",
-                            interval_s=0.5)
+    return await eventually(
+        listed, timeout_s=timeout_s, what=f"{wanted} consumer(s) on {queue}", interval_s=0.5
+    )
 
 
 def with_heartbeat(url: str, seconds: int) -> str:
@@ -296,21 +300,27 @@ async def test_a_producer_behind_a_partition_that_never_heals_gives_up_in_bounde
     the messages it could not confirm reported unknown (so ``kpr produce`` exits 1 and a
     supervisor restarts it)."""
     async with TcpProxy.to(amqp_vhost_url) as proxy:
-        settings = fault_settings(with_heartbeat(proxy.url_for(amqp_vhost_url), 2), pki,
-                                  tmp_path)
+        settings = fault_settings(with_heartbeat(proxy.url_for(amqp_vhost_url), 2), pki, tmp_path)
         events = generate_events(30, seed=905)
         history = History.for_events(events)
 
         def produce() -> PublishReport:
-            return asyncio.run(publish_events(
-                settings, paced(events, 0.1), on_outcome=history.record,
-                confirm_timeout_s=2.0, reconnect_timeout_s=4.0, resend_rounds=2,
-            ))
+            return asyncio.run(
+                publish_events(
+                    settings,
+                    paced(events, 0.1),
+                    on_outcome=history.record,
+                    confirm_timeout_s=2.0,
+                    reconnect_timeout_s=4.0,
+                    resend_rounds=2,
+                )
+            )
 
         producer = asyncio.create_task(asyncio.to_thread(produce))
         await eventually(
             lambda: asyncio.sleep(0, bool(history.with_outcome(PublishOutcome.CONFIRMED))),
-            timeout_s=30, what="a first confirm",
+            timeout_s=30,
+            what="a first confirm",
         )
         proxy.blackhole()  # connected, declared, some confirmed: from now on, silence
         started = time.monotonic()
@@ -338,8 +348,9 @@ async def test_a_producer_connecting_into_a_silent_partition_fails_in_bounded_ti
         settings = fault_settings(proxy.url_for(amqp_vhost_url), pki, tmp_path)
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            async with Publisher(settings.amqp_url, topology=settings.topology(),
-                                 connect_timeout_s=3.0):
+            async with Publisher(
+                settings.amqp_url, topology=settings.topology(), connect_timeout_s=3.0
+            ):
                 pass
         elapsed = time.monotonic() - started
     assert elapsed < 10

@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-import orjson
 import pytest
 from faults_support import History, check, dead_lettered_ids, eventually, paced, read_store
+from support import environment_of, pipeline_settings
 
 from consumers.consumer import Consumer
 from consumers.processing import Processor
 from consumers.store import PostgresStore
-from contracts.events import Environment
 from contracts.pki import PkiDir, ensure_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import generate_events
 from contracts.topology import Topology
 from kpr.config import Settings
 from kpr.localpostgres import LocalPostgres
@@ -39,34 +36,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
 
 
 def store_fault_settings(amqp_url: str, pki: PkiDir, state_dir: Path, store_url: str) -> Settings:
-    authorisation = state_dir / "authorisation.json"
-    authorisation.write_bytes(
-        orjson.dumps({pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)})
-    )
-    return Settings().with_overrides(
-        amqp_url=amqp_url,
-        pki_dir=pki.directory,
-        state_dir=state_dir,
-        store_url=store_url,
-        environment=Environment.TEST,
-        authorisation_file=authorisation,
-        queue_prefix=f"s{secrets.token_hex(4)}.",
-        drain_timeout_s=10.0,
+    return pipeline_settings(amqp_url, pki, state_dir, store_url=store_url).with_overrides(
+        drain_timeout_s=10.0
     )
 
 
 def consumer_environment(settings: Settings) -> dict[str, str]:
-    assert settings.authorisation_file is not None
-    return {
-        **os.environ,
-        "KPR_AMQP_URL": settings.amqp_url,
-        "KPR_STORE_URL": settings.store_url,
-        "KPR_PKI_DIR": str(settings.pki_dir),
-        "KPR_STATE_DIR": str(settings.state_dir),
-        "KPR_ENVIRONMENT": "test",
-        "KPR_AUTHORISATION_FILE": str(settings.authorisation_file),
-        "KPR_QUEUE_PREFIX": settings.queue_prefix,
-    }
+    return environment_of(settings)
 
 
 async def committed_count(store_url: str) -> int:
@@ -91,10 +67,13 @@ async def test_a_consumer_killed_mid_batch_three_times_commits_every_event_once(
     kills = 0
     for target in (60, 160, 260):
         process = subprocess.Popen(  # noqa: ASYNC220 - killed below, never waited on blocking
-            [sys.executable, "-m", "kpr", "consume"], env=consumer_environment(settings),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", "kpr", "consume"],
+            env=consumer_environment(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
+
             async def reached(target: int = target) -> bool:
                 return await committed_count(settings.store_url) >= target
 
@@ -153,8 +132,13 @@ async def test_a_store_outage_mid_stream_is_retried_not_dead_lettered(
     try:
         async with store:
             processor = Processor(build_opener(settings), pseudonymiser(settings), store)
-            async with Consumer(settings.amqp_url, topology=topology, processor=processor,
-                                max_attempts=40, watch_interval_s=0.3) as consumer:
+            async with Consumer(
+                settings.amqp_url,
+                topology=topology,
+                processor=processor,
+                max_attempts=40,
+                watch_interval_s=0.3,
+            ) as consumer:
                 running = asyncio.create_task(consumer.run())
                 producer = asyncio.create_task(asyncio.to_thread(produce))
                 assert await asyncio.to_thread(third_confirmed.wait, 60)
@@ -168,8 +152,9 @@ async def test_a_store_outage_mid_stream_is_retried_not_dead_lettered(
                     return await committed_count(own_postgres.url) >= len(events)
 
                 with contextlib.suppress(AssertionError):
-                    await eventually(all_committed, timeout_s=90, what="all committed",
-                                     interval_s=0.3)
+                    await eventually(
+                        all_committed, timeout_s=90, what="all committed", interval_s=0.3
+                    )
                 consumer.request_stop()
                 counts = await asyncio.wait_for(running, timeout=60)
         dead = await dead_lettered_ids(settings.amqp_url, topology.dead_letter_queue)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -15,10 +14,10 @@ from pathlib import Path
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from support import pipeline_settings
 
-from contracts.events import Environment
 from contracts.pki import PkiDir, ensure_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.localbroker import LocalRabbitMQ
 from kpr.localprocess import free_port
@@ -38,19 +37,8 @@ def without_endpoint(settings: Settings) -> Settings:
 
 @pytest.fixture
 def settings(amqp_vhost_url: str, dev_pki: PkiDir, tmp_path: Path) -> Settings:
-    authorisation = tmp_path / "authorisation.json"
-    sender_org = dev_pki.sender.info.org_number
-    authorisation.write_bytes(orjson.dumps({sender_org: list(DEFAULT_UNIT_ORG_NUMBERS)}))
-    return Settings().with_overrides(
-        amqp_url=amqp_vhost_url,
-        pki_dir=dev_pki.directory,
-        state_dir=tmp_path,
-        store_url=str(tmp_path / "pathways.sqlite3"),
-        environment=Environment.TEST,
-        authorisation_file=authorisation,
-        queue_prefix=f"t{secrets.token_hex(4)}.",
-        metrics_port=free_port(),
-        drain_timeout_s=10.0,
+    return pipeline_settings(amqp_vhost_url, dev_pki, tmp_path).with_overrides(
+        metrics_port=free_port(), drain_timeout_s=10.0
     )
 
 
@@ -94,9 +82,10 @@ class RunningConsumer:
         return self.settings.metrics_port
 
     def committed(self) -> float:
-        return self.registry.get_sample_value(
-            "kpr_consumer_messages_total", {"outcome": "committed"}
-        ) or 0.0
+        return (
+            self.registry.get_sample_value("kpr_consumer_messages_total", {"outcome": "committed"})
+            or 0.0
+        )
 
     async def ready(self) -> bool:
         try:
@@ -138,9 +127,11 @@ async def test_metrics_count_the_consumed_events_and_readyz_is_green_while_consu
         assert (await http_get(running.port, "/healthz"))[0] == 200
         # The watchdog samples the queue depths with passive declares.
         await eventually(
-            lambda: asyncio.sleep(0, running.registry.get_sample_value(
-                "kpr_consumer_ready") == 1.0),
-            timeout_s=5, what="kpr_consumer_ready 1",
+            lambda: asyncio.sleep(
+                0, running.registry.get_sample_value("kpr_consumer_ready") == 1.0
+            ),
+            timeout_s=5,
+            what="kpr_consumer_ready 1",
         )
         assert running.registry.get_sample_value("kpr_queue_messages", {"queue": "work"}) == 0
     finally:
@@ -174,7 +165,8 @@ async def test_after_the_broker_drops_the_connection_readyz_goes_red_then_green_
         later = generate_events(7, seed=33)
         assert (await publish_events(without_endpoint(settings), later)).all_confirmed
         await eventually(
-            lambda: asyncio.sleep(0, running.committed() == 12), timeout_s=30,
+            lambda: asyncio.sleep(0, running.committed() == 12),
+            timeout_s=30,
             what="events published after the reconnect are committed",
         )
     finally:

@@ -17,15 +17,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import aio_pika
-import orjson
 import psycopg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from support import pipeline_settings
 
 from consumers.store import open_store
-from contracts import Environment, PkiDir, ensure_dev_pki
+from contracts import PkiDir, ensure_dev_pki
 from contracts.partitioning import PARTITION_HEADER
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.localservices import LocalRabbitMQ
 from kpr.runtime import consume, publish_events, store_summary
@@ -47,18 +47,8 @@ def _database(postgres_url: str) -> str:
 
 
 def _settings(amqp_url: str, pki: PkiDir, tmp_path: Path, store_url: str) -> Settings:
-    authorisation = tmp_path / "authorisation.json"
-    sender_org = pki.sender.info.org_number
-    authorisation.write_bytes(orjson.dumps({sender_org: list(DEFAULT_UNIT_ORG_NUMBERS)}))
-    return Settings().with_overrides(
-        amqp_url=amqp_url,
-        pki_dir=pki.directory,
-        state_dir=tmp_path,
-        store_url=store_url,
-        environment=Environment.TEST,
-        authorisation_file=authorisation,
-        queue_prefix=f"x{secrets.token_hex(4)}.",
-        partitions=PARTITIONS,
+    return pipeline_settings(amqp_url, pki, tmp_path, store_url=store_url).with_overrides(
+        partitions=PARTITIONS
     )
 
 
@@ -78,8 +68,16 @@ def _consumer_process(settings: Settings, *, until_idle_s: float) -> subprocess.
         "KPR_PARTITION_STANDBY_DELAY": "5",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "kpr", "consume", "--partitions", str(PARTITIONS),
-         "--until-idle", str(until_idle_s)],
+        [
+            sys.executable,
+            "-m",
+            "kpr",
+            "consume",
+            "--partitions",
+            str(PARTITIONS),
+            "--until-idle",
+            str(until_idle_s),
+        ],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
