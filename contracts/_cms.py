@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from asn1crypto import cms, core, parser
 from asn1crypto import x509 as asn1_x509
@@ -191,14 +192,19 @@ def parse_envelope_asn1crypto(der: bytes) -> ParsedEnvelope:
         raise MalformedMessage("the message is not well-formed CMS") from None
 
 
+def _identifier(choice: Any) -> tuple[bytes | None, int | None, bytes | None]:
+    """A recipient or signer identifier: (issuer DER, serial) or a subject key identifier."""
+    if choice.name == "issuer_and_serial_number":
+        return (
+            bytes(choice.chosen["issuer"].dump()),
+            int(choice.chosen["serial_number"].native),
+            None,
+        )
+    return None, None, bytes(choice.chosen.native)
+
+
 def _key_transport(ktri: cms.KeyTransRecipientInfo) -> KeyTransport:
-    rid = ktri["rid"]
-    issuer_der = serial = key_id = None
-    if rid.name == "issuer_and_serial_number":
-        issuer_der = bytes(rid.chosen["issuer"].dump())
-        serial = int(rid.chosen["serial_number"].native)
-    else:
-        key_id = bytes(rid.chosen.native)
+    issuer_der, serial, key_id = _identifier(ktri["rid"])
     algorithm = ktri["key_encryption_algorithm"]
     name = str(algorithm["algorithm"].native)
     oaep_hash = oaep_mgf_hash = None
@@ -272,13 +278,7 @@ def parse_signed_asn1crypto(der: bytes) -> ParsedSigned:
         if len(signer_infos) != 1:
             raise MalformedMessage("the signed data must have exactly one signer")
         signer = signer_infos[0]
-        sid = signer["sid"]
-        issuer_der = serial = key_id = None
-        if sid.name == "issuer_and_serial_number":
-            issuer_der = bytes(sid.chosen["issuer"].dump())
-            serial = int(sid.chosen["serial_number"].native)
-        else:
-            key_id = bytes(sid.chosen.native)
+        issuer_der, serial, key_id = _identifier(signer["sid"])
         signature_algorithm = signer["signature_algorithm"]
         signature_name = str(signature_algorithm["algorithm"].native)
         pss_hash = pss_mgf_hash = None
