@@ -139,6 +139,11 @@ class Consumer(AsyncResource):
     def consuming(self) -> bool:
         return self._consumer_tag is not None and not self._stop.is_set()
 
+    @property
+    def ack_frames(self) -> int:
+        """``basic.ack`` frames sent so far (each may cover many deliveries)."""
+        return self._acks.frames
+
     def request_stop(self) -> None:
         """Stop taking deliveries; ``run`` drains what is in flight and returns."""
         self._stop.set()
