@@ -8,8 +8,9 @@ one acked and says how far the contiguous run reaches. A gap (a delivery still b
 decided) holds back the acks above it; nothing is ever acked before it settled.
 
 A delivery is settled when it may be acked (committed, duplicate, or its dead-letter or
-retry copy confirmed) or once its individual ``basic.nack`` was sent: the ack that
-covers it then finds it already settled by the nack.
+retry copy confirmed) or once its individual ``basic.nack`` was sent. A multiple ack
+passes over nacked tags but never names one: the broker no longer holds it, and an ack
+naming a tag it does not hold closes the channel.
 
 Delivery tags count from 1 on each channel. A channel that reopens after a reconnect
 starts again, and what the old one held unacked is back on the queue, so
@@ -32,30 +33,36 @@ __all__ = ["AckBatcher", "DeliveryTracker"]
 
 
 class DeliveryTracker:
-    """Settled delivery tags of one channel; pure bookkeeping, no I/O."""
+    """Settled delivery tags of one channel; pure bookkeeping, no I/O.
+
+    The tag a multiple ack names must itself be unacked on the broker (RabbitMQ closes
+    the channel on an "unknown delivery tag"), so a nacked tag is passed over but never
+    named: the run's ack names its highest *acked* tag.
+    """
 
     def __init__(self) -> None:
         self.acked_through = 0
-        self._settled: set[int] = set()
+        self._settled: dict[int, bool] = {}  # tag -> settled by an ack (not a nack)
         self._next = 1
 
-    def settle(self, tag: int) -> None:
-        """Mark ``tag`` settled. Raises ``ValueError`` if it was settled already."""
+    def settle(self, tag: int, *, acked: bool = True) -> None:
+        """Mark ``tag`` settled, by an ack to come or (``acked=False``) by a nack already
+        sent. Raises ``ValueError`` if it was settled already."""
         if tag < self._next or tag in self._settled:
             raise ValueError(f"delivery tag {tag} settled twice")
-        self._settled.add(tag)
+        self._settled[tag] = acked
 
     def advance(self) -> int | None:
-        """The highest tag of the contiguous settled run above the last ack (and take it as
-        acked), or ``None`` if the next tag in line has not settled."""
-        start = self._next
-        while self._next in self._settled:
-            self._settled.remove(self._next)
+        """Pass the contiguous settled run above the last one; the highest tag in it to
+        ack (``multiple=True``), or ``None`` if it holds none (a gap, or only nacks)."""
+        through = None
+        while (acked := self._settled.pop(self._next, None)) is not None:
+            if acked:
+                through = self._next
             self._next += 1
-        if self._next == start:
-            return None
-        self.acked_through = self._next - 1
-        return self.acked_through
+        if through is not None:
+            self.acked_through = through
+        return through
 
     @property
     def held_back(self) -> int:
@@ -109,7 +116,7 @@ class AckBatcher:
         """``basic.nack`` this delivery alone, then count it settled for the batches."""
         acks = self._adopt(message.channel)
         await message.nack(requeue=requeue)
-        acks.tracker.settle(_tag_of(message))
+        acks.tracker.settle(_tag_of(message), acked=False)
         self._schedule(acks)
 
     def _adopt(self, channel: aiormq.abc.AbstractChannel) -> _ChannelAcks:
