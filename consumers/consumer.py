@@ -10,6 +10,9 @@ Per delivery (see :mod:`consumers.processing` for the decision table):
 * our own bug -> nack with requeue; the quorum queue's delivery limit dead-letters a
   message that keeps failing.
 
+Acks go out in batches (:mod:`consumers.acks`): one ``basic.ack(multiple=True)`` covers
+the run of settled deliveries, never one that has not settled; a nack is sent on its own.
+
 Shutdown is graceful: stop taking deliveries, let in-flight ones finish within a
 timeout, and close; whatever is still unacked goes back to the queue.
 """
@@ -34,6 +37,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from consumers.acks import AckBatcher
 from consumers.deadletter import (
     attempt_of,
     dead_letter_message,
@@ -102,6 +106,7 @@ class Consumer(AsyncResource):
         self._dead_letters: AbstractExchange | None = None
         self._retries: AbstractExchange | None = None
         self._consumer_tag: str | None = None
+        self._acks = AckBatcher()
         self._stop = asyncio.Event()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -133,6 +138,11 @@ class Consumer(AsyncResource):
     @property
     def consuming(self) -> bool:
         return self._consumer_tag is not None and not self._stop.is_set()
+
+    @property
+    def ack_frames(self) -> int:
+        """``basic.ack`` frames sent so far (each may cover many deliveries)."""
+        return self._acks.frames
 
     def request_stop(self) -> None:
         """Stop taking deliveries; ``run`` drains what is in flight and returns."""
@@ -290,6 +300,7 @@ class Consumer(AsyncResource):
 
     async def aclose(self) -> None:
         """Close; closing twice is harmless. Unacked deliveries return to the queue."""
+        await self._acks.aclose()
         connection, self._connection = self._connection, None
         self._channel = None
         self._queue = None
@@ -325,12 +336,12 @@ class Consumer(AsyncResource):
             self.counts["requeued"] += 1
             if self._metrics is not None:
                 self._metrics.observe_requeued()
-            await message.nack(requeue=True)
+            await self._acks.nack(message, requeue=True)
             return
 
         try:
             if outcome.acks_after_commit:
-                await message.ack()
+                await self._acks.ack(message)
             elif outcome.disposition is Disposition.RETRY:
                 outcome = await self._retry(message, outcome)
             else:
@@ -348,7 +359,7 @@ class Consumer(AsyncResource):
             )
             self.counts["requeued"] += 1
             with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+                await self._acks.nack(message, requeue=True)
             return
         self.counts[outcome.disposition.value] += 1
         if outcome.reason is not None:
@@ -394,7 +405,7 @@ class Consumer(AsyncResource):
             event_id=outcome.event_id,
             event_type=outcome.event_type,
         )
-        await message.ack()
+        await self._acks.ack(message)
 
     async def _retry(self, message: AbstractIncomingMessage, outcome: Outcome) -> Outcome:
         assert self._retries is not None
@@ -419,5 +430,5 @@ class Consumer(AsyncResource):
         await publish_confirmed(
             self._retries, copy, routing_key=self._topology.retry_queue(attempt)
         )
-        await message.ack()
+        await self._acks.ack(message)
         return outcome

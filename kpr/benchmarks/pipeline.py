@@ -232,6 +232,7 @@ class _Tally:
     first: float = 0.0
     last: float = 0.0
     committed_at: dict[str, float] | None = None
+    ack_frames: int = 0
 
 
 async def _consume(
@@ -263,6 +264,7 @@ async def _consume(
     ) as consumer:
         running.append(consumer)
         await consumer.run()
+        tally.ack_frames = consumer.ack_frames
     return tally
 
 
@@ -510,6 +512,7 @@ async def _phase_e2e(
         # publishing, and what the machine did besides (the broker, and any other load).
         "consumer_cpu_ms": consumer_cpu_s / count * 1e3,
         "producer_cpu_ms": produced["cpu_s"] / count * 1e3,
+        "ack_frames_per_message": tally.ack_frames / count,
         "other_cpu_ms": max(0.0, busy_s - consumer_cpu_s - produced["cpu_s"]) / count * 1e3,
     }
     return figures, produced["sent_at"], committed_at
@@ -546,6 +549,7 @@ async def _run(bench: _Bench) -> dict[str, Any]:
     say("end to end ...")
     e2e, _, _ = await _phase_e2e(bench, options.messages, rate=None, name="e2e")
     result["e2e_per_s"] = e2e["per_s"]
+    result["e2e_ack_frames_per_message"] = e2e["ack_frames_per_message"]
     result |= {
         f"e2e_{part}_cpu_ms_per_message": e2e[f"{part}_cpu_ms"]
         for part in ("consumer", "producer", "other")
@@ -665,6 +669,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("e2e CPU ms/message: consumer + workers", "e2e_consumer_cpu_ms_per_message"),
         ("e2e CPU ms/message: producer", "e2e_producer_cpu_ms_per_message"),
         ("e2e CPU ms/message: broker + rest of machine", "e2e_other_cpu_ms_per_message"),
+        ("e2e basic.ack frames / message", "e2e_ack_frames_per_message"),
         ("latency offered load/s", "latency_offered_per_s"),
         ("latency p50 ms (publish -> commit)", "latency_p50_ms"),
         ("latency p99 ms", "latency_p99_ms"),
