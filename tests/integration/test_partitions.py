@@ -172,8 +172,10 @@ async def test_two_consumer_processes_share_four_partitions_exactly_once(
     events = generate_events(300, seed=32, corrections=0.1)
     # Declare the topology (and nothing else) before the consumers' census.
     assert (await publish_events(settings, [])).all_confirmed
-    first = _consumer_process(settings, until_idle_s=8)
-    second = _consumer_process(settings, until_idle_s=8)
+    # Idle long enough that both processes are still subscribed (claimed share + standby
+    # after KPR_PARTITION_STANDBY_DELAY) when the census polls them on a loaded machine.
+    first = _consumer_process(settings, until_idle_s=20)
+    second = _consumer_process(settings, until_idle_s=20)
     try:
         flags = await _await_consumers(local_broker, settings.queue_prefix, per_queue=2)
         assert all(sorted(f) == [False, True] for f in flags.values()), flags
@@ -210,8 +212,8 @@ async def test_killing_the_active_consumer_hands_its_partitions_to_the_standby(
     settings = _settings(amqp_url, pki, tmp_path, _database(postgres_url))
     events = generate_events(300, seed=33)
     assert (await publish_events(settings, [])).all_confirmed
-    victim = _consumer_process(settings, until_idle_s=10)
-    survivor = _consumer_process(settings, until_idle_s=10)
+    victim = _consumer_process(settings, until_idle_s=20)
+    survivor = _consumer_process(settings, until_idle_s=20)
     try:
         await _await_consumers(local_broker, settings.queue_prefix, per_queue=2)
         assert (await publish_events(settings, events)).all_confirmed
