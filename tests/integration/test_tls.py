@@ -71,7 +71,8 @@ def tls_broker(
     with broker:
         # EXTERNAL maps the client certificate's CN to a user, which must exist.
         for user in ("sender", "register"):
-            broker.ctl("add_user", user, secrets.token_urlsafe(24))
+            # hex: a urlsafe token may start with "-", which rabbitmqctl reads as an option
+            broker.ctl("add_user", user, secrets.token_hex(24))
             broker.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
         yield broker
 
