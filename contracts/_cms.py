@@ -445,16 +445,20 @@ def _read_envelope(der: bytes) -> ParsedEnvelope:
     )
 
 
-def _read_key_transport(ktri: _der.Reader) -> KeyTransport:
-    ktri.value(_der.INTEGER)
-    issuer_der = serial = key_id = None
-    if ktri.peek() == _der.SEQUENCE:
-        issuer_and_serial = ktri.enter(_der.SEQUENCE)
+def _read_identifier(reader: _der.Reader) -> tuple[bytes | None, int | None, bytes | None]:
+    """The fast-path twin of :func:`_identifier`: issuerAndSerialNumber or [0] key id."""
+    if reader.peek() == _der.SEQUENCE:
+        issuer_and_serial = reader.enter(_der.SEQUENCE)
         issuer_der = issuer_and_serial.element(_der.SEQUENCE)
         serial = _der.read_integer(issuer_and_serial.value(_der.INTEGER))
         issuer_and_serial.done()
-    else:
-        key_id = ktri.value(_der.CONTEXT_0_PRIMITIVE)
+        return issuer_der, serial, None
+    return None, None, reader.value(_der.CONTEXT_0_PRIMITIVE)
+
+
+def _read_key_transport(ktri: _der.Reader) -> KeyTransport:
+    ktri.value(_der.INTEGER)
+    issuer_der, serial, key_id = _read_identifier(ktri)
     transport = _KEY_TRANSPORTS.get(ktri.element(_der.SEQUENCE))
     if transport is None:
         raise _der.NotRecognised
@@ -513,14 +517,7 @@ def _read_signed(der: bytes) -> ParsedSigned:
     signer_set.done()
     signed.done()
     signer.value(_der.INTEGER)
-    issuer_der = serial = key_id = None
-    if signer.peek() == _der.SEQUENCE:
-        issuer_and_serial = signer.enter(_der.SEQUENCE)
-        issuer_der = issuer_and_serial.element(_der.SEQUENCE)
-        serial = _der.read_integer(issuer_and_serial.value(_der.INTEGER))
-        issuer_and_serial.done()
-    else:
-        key_id = signer.value(_der.CONTEXT_0_PRIMITIVE)
+    issuer_der, serial, key_id = _read_identifier(signer)
     digest_algorithm = _DIGEST_ALGORITHMS.get(signer.element(_der.SEQUENCE))
     if digest_algorithm is None:
         raise _der.NotRecognised
