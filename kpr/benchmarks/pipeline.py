@@ -7,11 +7,13 @@ Measured, in order, on one broker:
 3. the raw baseline: random bytes of the sealed size published with confirms (same
    :class:`~producers.publisher.Publisher`, same in-flight window) to a quorum queue with
    the same arguments, consumed with ack (same prefetch), then both at once;
-4. producer: validate + sign + encrypt + publish with confirms;
+4. producer: the back-fill of an EPJ extract (JSON Lines, written before the clock
+   starts): validate + sign + encrypt + publish with confirms + checkpoint
+   (:mod:`kpr.benchmarks.load`);
 5. consumer: decrypt + verify + validate + dedup + commit + ack, SQLite and PostgreSQL,
    with the open step in an :class:`~consumers.pool.OpenerPool`;
 6. the same consumer work written with FastStream;
-7. end to end: a producer process and the consumer at once, sustained;
+7. end to end: a back-fill process and the consumer at once, sustained;
 8. latency publish -> commit at a fixed offered load (half the end-to-end rate);
 9. consumer RSS before and after ``memory_messages`` messages.
 
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import multiprocessing
 import os
 import platform
 import secrets
@@ -33,7 +34,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,15 +57,13 @@ from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
 from kpr import eventloop
 from kpr.benchmarks.crypto import measure_openssl_rsa2048
 from kpr.benchmarks.faststream_consumer import consume_with_faststream
+from kpr.benchmarks.load import Load, start_producer, write_extract
 from kpr.config import Settings
-from kpr.runtime import build_opener, build_sealer
-from producers.backfill import TokenBucket
+from kpr.runtime import build_opener
 from producers.publisher import Publisher
-from producers.sealer import SealedMessage
 
 __all__ = ["BenchOptions", "format_table", "limit_per_s", "run_pipeline_benchmark"]
 
-EVENT_CHUNK = 1000
 PSEUDONYM_KEY = b"kpr-bench-pseudonym-key-not-secret!!"
 
 
@@ -115,111 +114,6 @@ def _machine_busy_s() -> float:
         ticks = [int(value) for value in handle.readline().split()[1:]]
     idle = ticks[3] + ticks[4]  # idle + iowait
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _events(count: int, seed: int) -> Iterator[Any]:
-    """``count`` distinct synthetic events, generated a chunk at a time (flat memory)."""
-    made = 0
-    chunk = 0
-    while made < count:
-        size = min(EVENT_CHUNK, count - made)
-        yield from generate_events(size, seed=seed * 1_000_003 + chunk)
-        made += size
-        chunk += 1
-
-
-# --- the producer process -------------------------------------------------------------
-
-
-def _producer_main(
-    settings: Settings,
-    count: int,
-    seed: int,
-    rate: float | None,
-    max_in_flight: int,
-    raw_size: int | None,
-    results: Any,
-) -> None:
-    """Seal (or, with ``raw_size``, make random bodies) and publish; report the times."""
-    results.put(eventloop.run(_produce(settings, count, seed, rate, max_in_flight, raw_size)))
-
-
-async def _produce(
-    settings: Settings,
-    count: int,
-    seed: int,
-    rate: float | None,
-    max_in_flight: int,
-    raw_size: int | None,
-) -> dict[str, Any]:
-    sealer = build_sealer(settings)
-    bucket = TokenBucket(rate) if rate else None
-    sent_at: dict[str, float] = {}
-
-    async def messages() -> Any:
-        if raw_size is not None:
-            for number in range(count):
-                if bucket is not None:
-                    await bucket.acquire()
-                yield _raw_message(number, raw_size)
-            return
-        for event in _events(count, seed):
-            if bucket is not None:
-                await bucket.acquire()
-            sealed = sealer.seal(event)
-            if rate is not None:
-                sent_at[sealed.event_id] = time.time()
-            yield sealed
-
-    async with Publisher(settings.amqp_url, topology=settings.topology()) as publisher:
-        started, cpu_started = time.time(), time.process_time()
-        report = await publisher.publish_all(messages(), max_in_flight=max_in_flight)
-        finished, cpu_finished = time.time(), time.process_time()
-    return {
-        "started": started,
-        "finished": finished,
-        "cpu_s": cpu_finished - cpu_started,
-        "confirmed": len(report.confirmed),
-        "sent_at": sent_at,
-    }
-
-
-def _raw_message(number: int, size: int) -> SealedMessage:
-    return SealedMessage(
-        message_id=f"raw-{number}",
-        body=os.urandom(size),
-        event_id=f"raw-{number}",
-        event_type="raw",
-        sender_her_id=0,
-        recipient_her_id=0,
-        created_at=datetime.now(UTC),
-    )
-
-
-def _run_producer(
-    settings: Settings,
-    count: int,
-    *,
-    seed: int,
-    max_in_flight: int,
-    rate: float | None = None,
-    raw_size: int | None = None,
-) -> tuple[multiprocessing.process.BaseProcess, Any]:
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    process = context.Process(
-        target=_producer_main,
-        args=(settings, count, seed, rate, max_in_flight, raw_size, results),
-        daemon=True,
-    )
-    process.start()
-    return process, results
-
-
-async def _producer_result(process: multiprocessing.process.BaseProcess, results: Any) -> Any:
-    result = await asyncio.to_thread(results.get, True, 3600)
-    await asyncio.to_thread(process.join, 30)
-    return result
 
 
 # --- consuming ------------------------------------------------------------------------
@@ -304,6 +198,7 @@ class _Bench:
     pool: OpenerPool
     postgres_url: str | None
     say: Callable[[str], None]
+    work_dir: Path
 
     def with_prefix(self, name: str, **changes: object) -> Settings:
         return self.settings.with_overrides(
@@ -314,6 +209,11 @@ class _Bench:
         """A fresh seed: distinct events (and message ids) in every phase and every run,
         so a reused PostgreSQL database holds no earlier duplicates."""
         return secrets.randbelow(1 << 30)
+
+    def extract(self, count: int) -> Path:
+        """A fresh EPJ extract of ``count`` events (written before any clock starts)."""
+        path = self.work_dir / f"extract-{secrets.token_hex(4)}.jsonl"
+        return write_extract(path, count, self.seed())
 
     def processor(self, store: SqlStore) -> Processor:
         return Processor(
@@ -365,22 +265,18 @@ async def _phase_raw(bench: _Bench, size: int) -> dict[str, float]:
     options = bench.options
     settings = bench.with_prefix("raw")
     count = options.messages
-    process, results = _run_producer(
-        settings, count, seed=0, max_in_flight=options.max_in_flight, raw_size=size
-    )
-    produced = await _producer_result(process, results)
+    load = Load(count, options.max_in_flight, raw_size=size)
+    produced = await start_producer(settings, load).result()
     publish = count / (produced["finished"] - produced["started"])
     consume = count / await _raw_consume(
         settings.amqp_url, settings.topology().work_queue, count, options.prefetch
     )
     both_start = time.time()
-    process, results = _run_producer(
-        settings, count, seed=0, max_in_flight=options.max_in_flight, raw_size=size
-    )
+    producer = start_producer(settings, load)
     consumed = asyncio.create_task(
         _raw_consume(settings.amqp_url, settings.topology().work_queue, count, options.prefetch)
     )
-    produced = await _producer_result(process, results)
+    produced = await producer.result()
     await consumed
     e2e = count / (time.time() - max(both_start, produced["started"]))
     return {"raw_publish_per_s": publish, "raw_consume_per_s": consume, "raw_e2e_per_s": e2e}
@@ -390,10 +286,9 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
     options = bench.options
     count = options.messages
     settings = bench.with_prefix("pc")
-    process, results = _run_producer(
-        settings, count, seed=bench.seed(), max_in_flight=options.max_in_flight
-    )
-    produced = await _producer_result(process, results)
+    extract = bench.extract(count)
+    produced = await start_producer(settings, Load(count, options.max_in_flight, extract)).result()
+    extract.unlink()
     figures: dict[str, float | None] = {
         "producer_per_s": produced["confirmed"] / (produced["finished"] - produced["started"])
     }
@@ -480,6 +375,9 @@ async def _phase_e2e(
     async with Publisher(settings.amqp_url, topology=settings.topology()):
         pass
     committed_at: dict[str, float] = {}
+    load = Load(
+        count, options.max_in_flight, bench.extract(count), rate=rate, record_sent=rate is not None
+    )
     store_path = Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "e2e.sqlite3"
     async with open_store(str(store_path)) as store:
         processor = bench.processor(store)
@@ -487,22 +385,21 @@ async def _phase_e2e(
         workers = bench.pool.worker_pids
         cpu_before = time.process_time() + sum(map(_cpu_s, workers))
         busy_before = _machine_busy_s()
-        process, results = _run_producer(
-            settings, count, seed=bench.seed(), max_in_flight=options.max_in_flight,
-            rate=rate,
-        )  # fmt: skip
+        producer = start_producer(settings, load)
         consumed = asyncio.create_task(
             _consume(
                 settings, processor, count, prefetch=options.prefetch,
                 committed_at=committed_at if rate is not None else None,
             )
         )  # fmt: skip
-        produced = await _producer_result(process, results)
+        produced = await producer.result()
         tally = await consumed
         consumer_cpu_s = time.process_time() + sum(map(_cpu_s, workers)) - cpu_before
         busy_s = _machine_busy_s() - busy_before
         rss_after = _rss_mb()
     shutil.rmtree(store_path.parent, ignore_errors=True)
+    assert load.extract is not None
+    load.extract.unlink()
     done_at = time.time() - (time.perf_counter() - tally.last)
     figures = {
         "per_s": count / (done_at - produced["started"]),
@@ -539,9 +436,9 @@ async def _run(bench: _Bench) -> dict[str, Any]:
     say("crypto per message ...")
     crypto = _crypto_cost(bench.settings, options.crypto_seconds)
     result |= {k: v for k, v in crypto.items() if k != "sealed_bytes"}
-    result["crypto_cost_ratio"] = (
-        crypto["seal_s_per_message"] + crypto["open_s_per_message"]
-    ) / (2.0 / private_per_s)
+    result["crypto_cost_ratio"] = (crypto["seal_s_per_message"] + crypto["open_s_per_message"]) / (
+        2.0 / private_per_s
+    )
     say("raw baseline ...")
     result |= await _phase_raw(bench, int(crypto["sealed_bytes"]))
     say("producer and consumers ...")
@@ -618,7 +515,7 @@ def run_pipeline_benchmark(
         workers=options.workers,
         pseudonymiser_factory=functools.partial(Pseudonymiser, PSEUDONYM_KEY),
     ) as pool:
-        bench = _Bench(options, settings, pool, postgres_url, say)
+        bench = _Bench(options, settings, pool, postgres_url, say, work_dir)
         result = eventloop.run(_run(bench))
     result |= {
         "quick": options.quick,

@@ -15,16 +15,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from contracts.errors import PublishFailed
+from kpr import eventloop
 from kpr.config import Settings
 from kpr.lifecycle import stop_on_signals
 from kpr.logs import configure_logging
 from kpr.runtime import build_sealer
-from producers.backfill import BackfillReport, Checkpoint, backfill, count_lines
+from producers.backfill import (
+    DEFAULT_MAX_RESEND,
+    BackfillReport,
+    Checkpoint,
+    backfill,
+    count_lines,
+)
 from producers.publisher import Publisher
 
 __all__ = ["ProgressBar", "register"]
 
 FAILED_EXIT = 1
+USAGE_EXIT = 2
 UNREADABLE_EXIT = 3
 STOPPED_EXIT = 130
 
@@ -45,6 +53,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--max-in-flight", type=int, default=256, help="unconfirmed messages at once (256)"
     )
+    parser.add_argument(
+        "--max-resend", type=int, default=DEFAULT_MAX_RESEND, metavar="N",
+        help="after a crash, a resume re-sends fewer than N messages "
+        f"(default {DEFAULT_MAX_RESEND}; at least --max-in-flight)",
+    )  # fmt: skip
     parser.add_argument(
         "--seal-workers", type=int, default=0,
         help="processes that sign and encrypt (default 0: in the publishing process)",
@@ -67,9 +80,7 @@ class ProgressBar:
         done = min(line / self._total, 1.0)
         filled = int(done * self._width)
         bar = "#" * filled + "-" * (self._width - filled)
-        self._stream.write(
-            f"\r[{bar}] {done:4.0%} {line:,}/{self._total:,} lines {rate:,.0f} ev/s"
-        )
+        self._stream.write(f"\r[{bar}] {done:4.0%} {line:,}/{self._total:,} lines {rate:,.0f} ev/s")
         self._stream.flush()
 
     def close(self) -> None:
@@ -78,6 +89,9 @@ class ProgressBar:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    if args.max_resend < args.max_in_flight:
+        print("kpr backfill: --max-resend must be at least --max-in-flight", file=sys.stderr)
+        return USAGE_EXIT
     settings = Settings.from_env().with_overrides(
         amqp_url=args.amqp_url, pki_dir=args.pki_dir, queue_prefix=args.queue_prefix
     )
@@ -113,6 +127,7 @@ def _handle(args: argparse.Namespace) -> int:
                     environment=settings.environment,
                     rate=args.rate,
                     max_in_flight=args.max_in_flight,
+                    max_resend=args.max_resend,
                     seal_workers=args.seal_workers,
                     progress=bar,
                     stop=stop,
@@ -120,7 +135,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     began = time.monotonic()
     try:
-        report = asyncio.run(run())
+        report = eventloop.run(run())
     except PublishFailed as error:
         if bar is not None:
             bar.close()

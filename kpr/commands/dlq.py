@@ -59,20 +59,25 @@ def _positive(kind: type[int] | type[float]) -> Any:
 def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amqp-url", help="broker URL (env KPR_AMQP_URL)")
     parser.add_argument("--queue-prefix", help="prefix of every exchange and queue name")
-    parser.add_argument("--register-her-id", type=int,
-                        help="the register's HER-id (env KPR_REGISTER_HER_ID)")
+    parser.add_argument(
+        "--register-her-id", type=int, help="the register's HER-id (env KPR_REGISTER_HER_ID)"
+    )
 
 
 def _filter_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("filters (all given must hold)")
-    group.add_argument("--reason", type=_reason, action="append", default=[],
-                       help=f"reason code (repeatable): {', '.join(_REASONS)}")
+    group.add_argument(
+        "--reason",
+        type=_reason,
+        action="append",
+        default=[],
+        help=f"reason code (repeatable): {', '.join(_REASONS)}",
+    )
     group.add_argument("--sender", type=int, metavar="HER_ID", help="sender HER-id")
     group.add_argument("--event-type", help="e.g. kad.admission")
     group.add_argument("--since", type=_time, help="dead-lettered at or after (ISO time)")
     group.add_argument("--until", type=_time, help="dead-lettered before (ISO time)")
-    group.add_argument("--message-id", action="append", default=[],
-                       help="message id (repeatable)")
+    group.add_argument("--message-id", action="append", default=[], help="message id (repeatable)")
 
 
 def _operator_option(parser: argparse.ArgumentParser) -> None:
@@ -94,8 +99,11 @@ def register(subparsers: Any) -> None:
     _connection_options(show)
     show.add_argument("message_id")
     show.add_argument("--pki-dir", type=Path, help="development PKI directory (env KPR_PKI_DIR)")
-    show.add_argument("--decrypt", action="store_true",
-                      help="also decrypt and verify it and print the event: PERSONAL DATA")
+    show.add_argument(
+        "--decrypt",
+        action="store_true",
+        help="also decrypt and verify it and print the event: PERSONAL DATA",
+    )
     show.set_defaults(handler=_show)
 
     replay = commands.add_parser("replay", help="republish dead letters to the work queue")
@@ -104,10 +112,15 @@ def register(subparsers: Any) -> None:
     _operator_option(replay)
     replay.add_argument("--dry-run", action="store_true", help="say what would be replayed")
     replay.add_argument("--limit", type=_positive(int), metavar="N", help="at most N")
-    replay.add_argument("--rate", type=_positive(float), metavar="PER_SECOND",
-                        help="at most this many per second")
-    replay.add_argument("--max-replays", type=int, default=DEFAULT_MAX_REPLAYS,
-                        help=f"skip letters replayed this often (default {DEFAULT_MAX_REPLAYS})")
+    replay.add_argument(
+        "--rate", type=_positive(float), metavar="PER_SECOND", help="at most this many per second"
+    )
+    replay.add_argument(
+        "--max-replays",
+        type=int,
+        default=DEFAULT_MAX_REPLAYS,
+        help=f"skip letters replayed this often (default {DEFAULT_MAX_REPLAYS})",
+    )
     replay.add_argument("--json", action="store_true", help="the report as JSON")
     replay.set_defaults(handler=_replay)
 
@@ -162,13 +175,17 @@ def _write_json(value: Any) -> None:
 
 
 def _table(infos: list[DeadLetterInfo]) -> None:
-    print(f"{'dead-lettered at':<25} {'message id':<36} {'reason':<22} {'sender':>8} "
-          f"{'event type':<17} {'replays':>7} {'bytes':>8}  description")
+    print(
+        f"{'dead-lettered at':<25} {'message id':<36} {'reason':<22} {'sender':>8} "
+        f"{'event type':<17} {'replays':>7} {'bytes':>8}  description"
+    )
     for info in infos:
         when = info.dead_lettered_at.isoformat(timespec="seconds") if info.dead_lettered_at else "-"
-        print(f"{when:<25} {info.message_id:<36} {info.reason:<22} "
-              f"{info.sender_her_id or '-':>8} {info.event_type or '-':<17} "
-              f"{info.replay_count:>7} {info.size:>8}  {info.description[:80]}")
+        print(
+            f"{when:<25} {info.message_id:<36} {info.reason:<22} "
+            f"{info.sender_her_id or '-':>8} {info.event_type or '-':<17} "
+            f"{info.replay_count:>7} {info.size:>8}  {info.description[:80]}"
+        )
     print(f"{len(infos)} dead letter(s)")
 
 
@@ -208,8 +225,11 @@ def _show(args: argparse.Namespace) -> int:
     info, headers, body = found
     document: dict[str, Any] = {"info": info.model_dump(mode="json"), "headers": json_safe(headers)}
     if args.decrypt:
-        print("kpr dlq show: WARNING: the decrypted event is personal data; do not paste, "
-              "store or forward it", file=sys.stderr)
+        print(
+            "kpr dlq show: WARNING: the decrypted event is personal data; do not paste, "
+            "store or forward it",
+            file=sys.stderr,
+        )
         try:
             opened = open_envelope(
                 body, keys=settings.decryption_keys(), trust=settings.trust_store()
@@ -217,8 +237,11 @@ def _show(args: argparse.Namespace) -> int:
             letter = decode_letter(opened.content)
         except Rejected as rejection:
             _write_json(document)
-            print(f"kpr dlq show: cannot open the message: {rejection.reason.value}: "
-                  f"{rejection.description}", file=sys.stderr)
+            print(
+                f"kpr dlq show: cannot open the message: {rejection.reason.value}: "
+                f"{rejection.description}",
+                file=sys.stderr,
+            )
             return rejection.exit_code
         document["event"] = letter.event
         document["letter"] = {
@@ -247,8 +270,14 @@ def _replay(args: argparse.Namespace) -> int:
 
     report = asyncio.run(run())
     if args.json:
-        _write_json({"dry_run": report.dry_run, "replayed": report.replayed,
-                     "at_cap": report.at_cap, "duplicates_left": report.duplicates_left})
+        _write_json(
+            {
+                "dry_run": report.dry_run,
+                "replayed": report.replayed,
+                "at_cap": report.at_cap,
+                "duplicates_left": report.duplicates_left,
+            }
+        )
         return 0
     verb = "would replay" if report.dry_run else "replayed"
     print(f"{verb} {len(report.replayed)}")
@@ -279,8 +308,9 @@ def _purge(args: argparse.Namespace) -> int:
     settings = _settings(args)
     selection = _selection(args)
     if not args.yes and not sys.stdin.isatty():
-        print("kpr dlq purge: refusing without a terminal to confirm on; pass --yes",
-              file=sys.stderr)
+        print(
+            "kpr dlq purge: refusing without a terminal to confirm on; pass --yes", file=sys.stderr
+        )
         return 2
     audit = _audit(settings, args.operator)
 
