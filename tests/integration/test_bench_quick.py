@@ -13,7 +13,7 @@ import sys
 import orjson
 import pytest
 
-from kpr.benchmarks.pipeline import limit_per_s
+from kpr.benchmarks.pipeline import TARGET_SHARE_OF_LIMIT, limit_per_s
 
 REQUIRED_KEYS = {
     "raw_e2e_per_s",
@@ -35,6 +35,10 @@ REQUIRED_KEYS = {
     "cores",
     "e2e_consumer_cpu_ms_per_message",
     "e2e_producer_cpu_ms_per_message",
+    "e2e_cpu_ms_per_message",
+    "target_cpu_ms_per_message",
+    "raw_cpu_ms_per_message",
+    "crypto_cpu_ms_per_message",
 }
 
 
@@ -68,3 +72,16 @@ def test_quick_bench_reports_every_figure_and_derives_the_ratios_from_them(
         (result["seal_s_per_message"] + result["open_s_per_message"]) / two_rsa_ops_s
     )
     assert result["latency_p99_ms"] >= result["latency_p50_ms"]
+    # The CPU budget: the target's share of the limit, spread over the cores.
+    cores = result["cores"]
+    assert result["target_cpu_ms_per_message"] == pytest.approx(
+        cores / (TARGET_SHARE_OF_LIMIT * limit) * 1e3
+    )
+    assert result["e2e_cpu_ms_per_message"] == pytest.approx(
+        sum(result[f"e2e_{part}_cpu_ms_per_message"] for part in ("consumer", "producer", "other"))
+    )
+    assert result["e2e_cpu_ms_for_the_rest"] == pytest.approx(
+        result["e2e_cpu_ms_per_message"]
+        - result["raw_cpu_ms_per_message"]
+        - result["crypto_cpu_ms_per_message"]
+    )
