@@ -42,6 +42,7 @@ from consumers.opener import Opener, VerifiedEvent
 from consumers.pseudonym import Pseudonymiser
 from consumers.records import PSEUDONYM_KEY_CHECK, pseudonymise
 from consumers.store import EventRecord
+from contracts.resources import AsyncResource
 
 __all__ = ["OpenerPool", "default_workers"]
 
@@ -111,7 +112,7 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-class OpenerPool:
+class OpenerPool(AsyncResource):
     """``await pool.open(body, ...)``: :meth:`Opener.open` in one of ``workers`` processes.
 
     Use as a context manager (sync or async) or call :meth:`close`; workers start
@@ -261,12 +262,8 @@ class OpenerPool:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """:meth:`close` off the event loop (it waits for the workers to exit)."""
         await asyncio.to_thread(self.close)
 
 

@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import aio_pika
@@ -38,6 +37,7 @@ from consumers.audit import AuditLog
 from consumers.deadletter import publish_confirmed
 from consumers.dlq_filters import DeadLetterInfo, DlqFilter, describe, replay_headers
 from contracts.connection import TlsSettings, connect
+from contracts.resources import AsyncResource
 from contracts.topology import Topology
 
 __all__ = ["DEFAULT_MAX_REPLAYS", "DeadLetter", "DeadLetterQueue", "ReplayReport", "json_safe"]
@@ -120,7 +120,7 @@ def _replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
     )
 
 
-class DeadLetterQueue:
+class DeadLetterQueue(AsyncResource):
     """``async with DeadLetterQueue(url, topology=...) as dlq: await dlq.list()``."""
 
     def __init__(
@@ -141,12 +141,8 @@ class DeadLetterQueue:
         self._connection = await connect(self._url, tls=self._tls, name="kpr-dlq")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Close the connection; harmless twice."""
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed:
             await asyncio.shield(connection.close())
@@ -182,8 +178,11 @@ class DeadLetterQueue:
         """What matches, in queue order; the queue is left as it was."""
         selection = selection or DlqFilter()
         async with await self._channel() as channel:
-            return [letter.info async for letter in self._scan(channel)
-                    if selection.matches(letter.info)]
+            return [
+                letter.info
+                async for letter in self._scan(channel)
+                if selection.matches(letter.info)
+            ]
 
     async def show(self, message_id: str) -> tuple[DeadLetterInfo, dict[str, Any], bytes] | None:
         """The first dead letter with this message id: info, headers, original bytes."""
@@ -260,7 +259,8 @@ class DeadLetterQueue:
                         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                         next_at = max(next_at, time.monotonic()) + interval
                     await publish_confirmed(
-                        exchange, _replay_copy(letter.message),
+                        exchange,
+                        _replay_copy(letter.message),
                         routing_key=self._topology.routing_key,
                     )
                     await letter.message.ack()

@@ -26,11 +26,11 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable
-from types import TracebackType
 from typing import Self
 
 from consumers.consumer import Consumer
 from contracts.connection import TlsSettings, connect
+from contracts.resources import AsyncResource
 from contracts.topology import Topology
 
 __all__ = ["PartitionedConsumers", "claim_share"]
@@ -49,7 +49,7 @@ def claim_share(partitions: int, consumer_processes: int) -> int:
     return math.ceil(partitions / max(1, consumer_processes))
 
 
-class PartitionedConsumers:
+class PartitionedConsumers(AsyncResource):
     """An async context manager with :class:`Consumer`'s interface, over every partition.
 
     ``factory(queue_name)`` builds the consumer of one queue (one connection each).
@@ -89,12 +89,8 @@ class PartitionedConsumers:
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Close every partition consumer; harmless twice."""
         await self._stack.aclose()
 
     def request_stop(self) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.pki import PkiDir, ensure_dev_pki
 from kpr.localservices import (
     AMQP_URL_VARIABLE,
     POSTGRES_URL_VARIABLE,
@@ -43,6 +44,12 @@ from kpr.localservices import (
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 POSTGRES_FIXTURES = frozenset({"postgres_url", "local_postgres", "postgres_state_dir"})
 VHOST_BATCH = 16
+
+
+@pytest.fixture(scope="session")
+def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
+    """The development PKI (register, sender, CA), made once per test session."""
+    return ensure_dev_pki(tmp_path_factory.mktemp("dev-pki"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -25,9 +25,7 @@ The machine limit: every message needs one RSA private operation at each end on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import os
 import platform
 import secrets
 import shutil
@@ -40,13 +38,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import orjson
 
-from consumers.consumer import Consumer
 from consumers.opener import Opener
 from consumers.pool import OpenerPool
-from consumers.processing import Outcome, Processor
+from consumers.processing import Processor
 from consumers.pseudonym import Pseudonymiser
 from consumers.store import SqlStore, open_store
 from contracts.envelope import open_envelope, seal
@@ -56,8 +52,10 @@ from contracts.pki import ensure_dev_pki, org_number_of
 from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
 from kpr import eventloop
 from kpr.benchmarks.crypto import measure_openssl_rsa2048
+from kpr.benchmarks.drain import consume, raw_consume, republish, snapshot
 from kpr.benchmarks.faststream_consumer import consume_with_faststream
 from kpr.benchmarks.load import Load, start_producer, write_extract
+from kpr.benchmarks.machine import RssSampler, cpu_model, cpu_s, machine_busy_s, rss_mb
 from kpr.config import Settings
 from kpr.runtime import build_opener
 from producers.publisher import Publisher
@@ -100,99 +98,6 @@ class BenchOptions:
 def limit_per_s(raw_e2e_per_s: float, rsa_private_per_s_per_core: float, cores: int) -> float:
     """Messages/s if each needed the broker's raw path plus two RSA private operations."""
     return 1.0 / (1.0 / raw_e2e_per_s + 2.0 / (rsa_private_per_s_per_core * cores))
-
-
-def _rss_mb(pid: int | str = "self") -> float:
-    with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
-        resident_pages = int(handle.read().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all cores spent busy so far, every process on the machine (``/proc/stat``)."""
-    with open("/proc/stat", encoding="ascii") as handle:
-        ticks = [int(value) for value in handle.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-# --- consuming ------------------------------------------------------------------------
-
-
-@dataclass
-class _Tally:
-    target: int
-    count: int = 0
-    first: float = 0.0
-    last: float = 0.0
-    committed_at: dict[str, float] | None = None
-    ack_frames: int = 0
-
-
-async def _consume(
-    settings: Settings, processor: Processor, target: int, *, prefetch: int,
-    committed_at: dict[str, float] | None = None,
-) -> _Tally:  # fmt: skip
-    """Run our Consumer until ``target`` deliveries are settled."""
-    tally = _Tally(target, committed_at=committed_at)
-    running: list[Consumer] = []
-
-    def on_outcome(outcome: Outcome, _seconds: float) -> None:
-        now = time.perf_counter()
-        if tally.count == 0:
-            tally.first = now
-        tally.count += 1
-        tally.last = now
-        if tally.committed_at is not None and outcome.event_id is not None:
-            tally.committed_at[outcome.event_id] = time.time()
-        if tally.count >= target:
-            running[0].request_stop()
-
-    async with Consumer(
-        settings.amqp_url,
-        topology=settings.topology(),
-        processor=processor,
-        prefetch=prefetch,
-        watch_interval_s=3600,
-        on_outcome=on_outcome,
-    ) as consumer:
-        running.append(consumer)
-        await consumer.run()
-        tally.ack_frames = consumer.ack_frames
-    return tally
-
-
-async def _raw_consume(url: str, queue_name: str, target: int, prefetch: int) -> float:
-    """Consume-with-ack of ``target`` messages; seconds from first to last ack."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(queue_name, ensure=False)
-        done = asyncio.Event()
-        tally = _Tally(target)
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            await message.ack()
-            now = time.perf_counter()
-            if tally.count == 0:
-                tally.first = now
-            tally.count += 1
-            tally.last = now
-            if tally.count >= target:
-                done.set()
-
-        tag = await queue.consume(on_message)
-        await done.wait()
-        await queue.cancel(tag)
-    return tally.last - tally.first
 
 
 # --- the run --------------------------------------------------------------------------
@@ -275,18 +180,18 @@ async def _phase_raw(bench: _Bench, size: int) -> dict[str, float]:
     load = Load(count, options.max_in_flight, raw_size=size)
     produced = await start_producer(settings, load).result()
     publish = count / (produced["finished"] - produced["started"])
-    consume = count / await _raw_consume(
+    consume_rate = count / await raw_consume(
         settings.amqp_url, settings.topology().work_queue, count, options.prefetch
     )
     both_start = time.time()
     producer = start_producer(settings, load)
     consumed = asyncio.create_task(
-        _raw_consume(settings.amqp_url, settings.topology().work_queue, count, options.prefetch)
+        raw_consume(settings.amqp_url, settings.topology().work_queue, count, options.prefetch)
     )
     produced = await producer.result()
     await consumed
     e2e = count / (time.time() - max(both_start, produced["started"]))
-    return {"raw_publish_per_s": publish, "raw_consume_per_s": consume, "raw_e2e_per_s": e2e}
+    return {"raw_publish_per_s": publish, "raw_consume_per_s": consume_rate, "raw_e2e_per_s": e2e}
 
 
 async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None]:
@@ -301,7 +206,7 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
     }
     queue = settings.topology().work_queue
 
-    bodies = await _snapshot(settings, count)
+    bodies = await snapshot(settings, count)
     for name, store_url in (
         ("consumer_sqlite_per_s", str(Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "p.sqlite3")),
         ("consumer_postgres_per_s", bench.postgres_url),
@@ -311,7 +216,7 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
             figures[name] = None
             continue
         if name != "consumer_sqlite_per_s":
-            await _republish(settings, bodies)
+            await republish(settings, bodies)
         if name == "faststream_consumer_per_s":
             store_url = str(Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "f.sqlite3")
         assert store_url is not None
@@ -323,53 +228,10 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
                     settings.amqp_url, queue, processor, prefetch=options.prefetch, target=count
                 )
             else:
-                tally = await _consume(settings, processor, count, prefetch=options.prefetch)
+                tally = await consume(settings, processor, count, prefetch=options.prefetch)
                 seconds = tally.last - tally.first
         figures[name] = count / seconds
     return figures
-
-
-async def _snapshot(settings: Settings, count: int) -> list[aio_pika.Message]:
-    """Browse the queue's messages without consuming them (get, then nack with requeue)."""
-    connection = await aio_pika.connect(settings.amqp_url)
-    messages: list[aio_pika.Message] = []
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(settings.topology().work_queue, ensure=False)
-        held = []
-        while len(messages) < count:
-            incoming = await queue.get(fail=False, no_ack=False)
-            if incoming is None:
-                break
-            held.append(incoming)
-            messages.append(
-                aio_pika.Message(
-                    incoming.body,
-                    message_id=incoming.message_id,
-                    content_type=incoming.content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    type=incoming.type,
-                    headers=dict(incoming.headers or {}),
-                )
-            )
-        for incoming in held:
-            await incoming.nack(requeue=True)
-    return messages
-
-
-async def _republish(settings: Settings, messages: list[aio_pika.Message]) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(settings.topology().work_exchange, ensure=False)
-        topology = settings.topology()
-        window = asyncio.Semaphore(256)
-
-        async def one(message: aio_pika.Message) -> None:
-            async with window:
-                await exchange.publish(message, routing_key=topology.routing_key)
-
-        await asyncio.gather(*(one(m) for m in messages))
 
 
 async def _phase_e2e(
@@ -388,30 +250,35 @@ async def _phase_e2e(
     store_path = Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "e2e.sqlite3"
     async with open_store(str(store_path)) as store:
         processor = bench.processor(store)
-        rss_before = _rss_mb()
         workers = bench.pool.worker_pids
-        cpu_before = time.process_time() + sum(map(_cpu_s, workers))
-        busy_before = _machine_busy_s()
-        producer = start_producer(settings, load)
-        consumed = asyncio.create_task(
-            _consume(
-                settings, processor, count, prefetch=options.prefetch,
-                committed_at=committed_at if rate is not None else None,
-            )
-        )  # fmt: skip
-        produced = await producer.result()
-        tally = await consumed
-        consumer_cpu_s = time.process_time() + sum(map(_cpu_s, workers)) - cpu_before
-        busy_s = _machine_busy_s() - busy_before
-        rss_after = _rss_mb()
+        workers_rss_before = sum(map(rss_mb, workers))
+        cpu_before = time.process_time() + sum(map(cpu_s, workers))
+        busy_before = machine_busy_s()
+        async with RssSampler() as rss:
+            producer = start_producer(settings, load)
+            consumed = asyncio.create_task(
+                consume(
+                    settings, processor, count, prefetch=options.prefetch,
+                    committed_at=committed_at if rate is not None else None,
+                )
+            )  # fmt: skip
+            produced = await producer.result()
+            tally = await consumed
+        consumer_cpu_s = time.process_time() + sum(map(cpu_s, workers)) - cpu_before
+        busy_s = machine_busy_s() - busy_before
+        workers_rss_after = sum(map(rss_mb, workers))
     shutil.rmtree(store_path.parent, ignore_errors=True)
     assert load.extract is not None
     load.extract.unlink()
     done_at = time.time() - (time.perf_counter() - tally.last)
     figures = {
         "per_s": count / (done_at - produced["started"]),
-        "rss_before_mb": rss_before,
-        "rss_after_mb": rss_after,
+        "rss_before_mb": rss.samples[0][1],
+        "rss_after_mb": rss.samples[-1][1],
+        "rss_max_mb": rss.max_mb,
+        "rss_growth_second_half_mb": rss.growth_in_second_half_mb(),
+        "workers_rss_before_mb": workers_rss_before,
+        "workers_rss_after_mb": workers_rss_after,
         # CPU per message: the consumer (event loop + open workers), the producer while
         # publishing, and what the machine did besides (the broker, and any other load).
         "consumer_cpu_ms": consumer_cpu_s / count * 1e3,
@@ -477,8 +344,17 @@ async def _run(bench: _Bench) -> dict[str, Any]:
     memory, _, _ = await _phase_e2e(bench, options.memory_messages, rate=None, name="mem")
     result |= {
         "memory_messages": options.memory_messages,
-        "rss_before_mb": memory["rss_before_mb"],
-        "rss_after_mb": memory["rss_after_mb"],
+        **{
+            key: memory[key]
+            for key in (
+                "rss_before_mb",
+                "rss_after_mb",
+                "rss_max_mb",
+                "rss_growth_second_half_mb",
+                "workers_rss_before_mb",
+                "workers_rss_after_mb",
+            )
+        },
         "memory_e2e_per_s": memory["per_s"],
     }
     limit = limit_per_s(result["raw_e2e_per_s"], private_per_s, cores)
@@ -560,18 +436,10 @@ def run_pipeline_benchmark(
         "prefetch": options.prefetch,
         "max_in_flight": options.max_in_flight,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {_cpu_model()}",
+        "machine": f"{platform.node()} {platform.machine()} {cpu_model()}",
         "python": platform.python_version(),
     }
     return result
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -616,6 +484,9 @@ def format_table(result: dict[str, Any]) -> str:
         ("memory run messages", "memory_messages"),
         ("consumer RSS MB before", "rss_before_mb"),
         ("consumer RSS MB after", "rss_after_mb"),
+        ("consumer RSS MB max", "rss_max_mb"),
+        ("consumer RSS MB growth in the second half", "rss_growth_second_half_mb"),
+        ("open workers RSS MB before / after (sum)", "workers_rss"),
         ("machine limit/s", "limit_per_s"),
         ("end-to-end / limit", "ratio_to_limit"),
     ]
@@ -623,6 +494,11 @@ def format_table(result: dict[str, Any]) -> str:
         **result,
         "seal_us_per_message": result["seal_s_per_message"] * 1e6,
         "open_us_per_message": result["open_s_per_message"] * 1e6,
+        "workers_rss": (
+            f"{result['workers_rss_before_mb']:,.0f} / {result['workers_rss_after_mb']:,.0f}"
+            if "workers_rss_before_mb" in result
+            else None
+        ),
     }
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {show(result.get(key)):>12}" for label, key in rows]

@@ -10,15 +10,10 @@ import aiormq
 import pytest
 from support import pipeline_settings
 
-from contracts.pki import PkiDir, ensure_dev_pki
+from contracts.pki import PkiDir
 from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.runtime import consume, publish_events, store_summary
-
-
-@pytest.fixture(scope="session")
-def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
-    return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -39,6 +39,9 @@ REQUIRED_KEYS = {
     "target_cpu_ms_per_message",
     "raw_cpu_ms_per_message",
     "crypto_cpu_ms_per_message",
+    "rss_max_mb",
+    "workers_rss_before_mb",
+    "workers_rss_after_mb",
 }
 
 
@@ -72,6 +75,7 @@ def test_quick_bench_reports_every_figure_and_derives_the_ratios_from_them(
         (result["seal_s_per_message"] + result["open_s_per_message"]) / two_rsa_ops_s
     )
     assert result["latency_p99_ms"] >= result["latency_p50_ms"]
+    assert result["rss_max_mb"] >= max(result["rss_before_mb"], result["rss_after_mb"])
     # The CPU budget: the target's share of the limit, spread over the cores.
     cores = result["cores"]
     assert result["target_cpu_ms_per_message"] == pytest.approx(

@@ -40,14 +40,9 @@ from consumers.deadletter import (
 from consumers.receipts import RECEIPT_CONTENT_TYPE
 from consumers.replay import DeadLetterQueue
 from contracts.errors import Reason
-from contracts.pki import PkiDir, ensure_dev_pki, generate_dev_pki
+from contracts.pki import PkiDir, generate_dev_pki
 from contracts.synth import generate_events
 from contracts.topology import Topology
-
-
-@pytest.fixture(scope="session")
-def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
-    return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="session")

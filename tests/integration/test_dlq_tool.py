@@ -33,17 +33,12 @@ from consumers.deadletter import HEADER_REASON, HEADER_REPLAY_COUNT
 from consumers.dlq_filters import DlqFilter
 from consumers.replay import DeadLetterQueue
 from contracts.events import Event
-from contracts.pki import PkiDir, ensure_dev_pki
+from contracts.pki import PkiDir
 from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
 from kpr.config import Settings
 
 SUPPORT_DIR = Path(__file__).parent
 REPO = SUPPORT_DIR.parents[1]
-
-
-@pytest.fixture(scope="session")
-def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
-    return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _foreign_unit_events(count: int, seed: int) -> list[Event]:

@@ -16,18 +16,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from support import pipeline_settings
 
-from contracts.pki import PkiDir, ensure_dev_pki
+from contracts.pki import PkiDir
 from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.localbroker import LocalRabbitMQ
 from kpr.localprocess import free_port
 from kpr.logs import JsonFormatter
 from kpr.runtime import consume, publish_events
-
-
-@pytest.fixture(scope="session")
-def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
-    return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
 
 
 def without_endpoint(settings: Settings) -> Settings:

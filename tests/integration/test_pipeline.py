@@ -18,7 +18,7 @@ from consumers import Consumer, Processor, open_store
 from consumers.deadletter import HEADER_ORIGINAL_MESSAGE_ID, HEADER_REASON
 from contracts.envelope import CONTENT_TYPE
 from contracts.events import Event, KadAdmission
-from contracts.pki import PkiDir, ensure_dev_pki
+from contracts.pki import PkiDir
 from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.runtime import (
@@ -30,11 +30,6 @@ from kpr.runtime import (
     store_summary,
 )
 from producers import SealedMessage
-
-
-@pytest.fixture(scope="session")
-def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
-    return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import aio_pika
 import orjson
-import pytest
 
 from contracts.events import Environment, encode_event
-from contracts.pki import PkiDir, ensure_dev_pki
+from contracts.pki import PkiDir
 from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
 from kpr.config import Settings
 from kpr.localprocess import free_port
@@ -29,11 +28,6 @@ from kpr.runtime import publish_events
 
 MESSAGES = 800
 DRAIN_TIMEOUT_S = 10.0
-
-
-@pytest.fixture(scope="session")
-def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
-    return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
 
 
 def committed_count(port: int) -> float:

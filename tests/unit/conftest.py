@@ -19,17 +19,11 @@ from contracts.pki import (
     DevCa,
     KeyUsageProfile,
     PkiDir,
-    generate_dev_pki,
     load_certificate,
     load_private_key,
     new_rsa_key,
 )
 from contracts.trust import TrustStore
-
-
-@pytest.fixture(scope="session")
-def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
-    return generate_dev_pki(tmp_path_factory.mktemp("dev-pki"))
 
 
 @pytest.fixture(scope="session")
