@@ -146,6 +146,8 @@ class SqlStore(PathwayQueries, AsyncResource):
         self._writer: asyncio.Task[None] | None = None
         #: Transactions that applied events (fewer than applies when group commit works).
         self.group_commits = 0
+        #: Batches committed without savepoints (none of their events failed).
+        self.optimistic_commits = 0
 
     async def __aenter__(self) -> Self:
         await self._run(lambda connection: None)
@@ -245,9 +247,26 @@ class SqlStore(PathwayQueries, AsyncResource):
     def _apply_batch_sync(
         self, connection: Any, *, records: Sequence[EventRecord]
     ) -> list[ApplyResult | Exception]:
+        """The batch in one transaction: first without savepoints (the common case, no
+        event in it fails); if one fails, everything is rolled back and the batch runs
+        again with a savepoint around each event, so that only that one fails."""
+        try:
+            results = self._commit_batch(connection, records, isolated=False)
+            self.optimistic_commits += 1
+            return results
+        except Exception as error:
+            if not isinstance(error, ConflictingDuplicate) and not self._dialect.is_integrity_error(
+                error
+            ):
+                raise
+        return self._commit_batch(connection, records, isolated=True)
+
+    def _commit_batch(
+        self, connection: Any, records: Sequence[EventRecord], *, isolated: bool
+    ) -> list[ApplyResult | Exception]:
         for attempt in range(3):
             try:
-                results = self._apply_batch_once(connection, records)
+                results = self._apply_batch_once(connection, records, isolated=isolated)
                 connection.commit()
                 self.group_commits += 1
                 return results
@@ -261,17 +280,16 @@ class SqlStore(PathwayQueries, AsyncResource):
         raise AssertionError("unreachable")
 
     def _apply_batch_once(
-        self, connection: Any, records: Sequence[EventRecord]
+        self, connection: Any, records: Sequence[EventRecord], *, isolated: bool
     ) -> list[ApplyResult | Exception]:
         cursor = connection.cursor()
         # Every lock the batch needs, in one global order: two consumers' batches can
         # wait for each other but never deadlock.
         for key in sorted({key for record in records for key in _lock_keys(record)}):
             self._dialect.lock(cursor, key)
-        results: list[ApplyResult | Exception] = []
-        for record in records:
-            results.append(self._apply_in_savepoint(cursor, connection, record))
-        return results
+        if not isolated:
+            return [self._apply_once(connection, record) for record in records]
+        return [self._apply_in_savepoint(cursor, connection, record) for record in records]
 
     def _apply_in_savepoint(
         self, cursor: Any, connection: Any, record: EventRecord
@@ -285,8 +303,8 @@ class SqlStore(PathwayQueries, AsyncResource):
                 return conflict
             except Exception as error:
                 cursor.execute("ROLLBACK TO SAVEPOINT apply_one")
-                # Another consumer committed this message or event after our read: read
-                # again, and the duplicate shows.
+                # A unique key taken between our statements (the inserts do nothing on a
+                # conflict, so this is rare): run the event once more and it shows.
                 if self._dialect.is_integrity_error(error) and attempt == 0:
                     continue
                 raise
@@ -297,39 +315,26 @@ class SqlStore(PathwayQueries, AsyncResource):
     def _apply_once(self, connection: Any, record: EventRecord) -> ApplyResult:
         sql = self._dialect.sql
         cursor = connection.cursor()
-
-        cursor.execute(
-            sql("SELECT 1 FROM received_messages WHERE message_id = ?"), (record.message_id,)
-        )
-        if cursor.fetchone() is not None:
-            return ApplyResult.DUPLICATE
-
-        cursor.execute(
-            sql("SELECT digest FROM events WHERE event_id = ? AND revision = ?"),
-            (record.event_id, record.revision),
-        )
-        existing = cursor.fetchone()
         now = iso(datetime.now(UTC))
-        if existing is not None:
-            if existing[0] != record.digest:
-                raise ConflictingDuplicate(
-                    "an event with this event id and revision was stored with other content"
-                )
-            cursor.execute(
-                sql(
-                    "INSERT INTO received_messages (message_id, event_id, revision, received_at)"
-                    " VALUES (?, ?, ?, ?)"
-                ),
-                (record.message_id, record.event_id, record.revision, now),
-            )
+        # Insert first, look only on a conflict: two statements per new event instead of
+        # two reads and two writes. A concurrent consumer's uncommitted insert of the same
+        # key makes ours wait for its outcome, then do nothing: a duplicate, not an error.
+        cursor.execute(
+            sql(
+                "INSERT INTO received_messages (message_id, event_id, revision, received_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING"
+            ),
+            (record.message_id, record.event_id, record.revision, now),
+        )
+        if cursor.rowcount == 0:
             return ApplyResult.DUPLICATE
-
         cursor.execute(
             sql(
                 "INSERT INTO events (event_id, revision, record_key, event_type, correction,"
                 " person_key, unit_org, municipality, sender_her_id, stay_id, clinical_time,"
                 " registered_at, committed_at, digest, payload)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (event_id, revision) DO NOTHING"
             ),
             (
                 record.event_id,
@@ -349,13 +354,20 @@ class SqlStore(PathwayQueries, AsyncResource):
                 record.payload.decode("utf-8"),
             ),
         )
-        cursor.execute(
-            sql(
-                "INSERT INTO received_messages (message_id, event_id, revision, received_at)"
-                " VALUES (?, ?, ?, ?)"
-            ),
-            (record.message_id, record.event_id, record.revision, now),
-        )
+        if cursor.rowcount == 0:
+            # This event revision is stored already (under another message id): the same
+            # content is a duplicate, other content a conflict - and then this savepoint
+            # (or the optimistic batch) is rolled back, message id included.
+            cursor.execute(
+                sql("SELECT digest FROM events WHERE event_id = ? AND revision = ?"),
+                (record.event_id, record.revision),
+            )
+            (stored_digest,) = cursor.fetchone()
+            if stored_digest != record.digest:
+                raise ConflictingDuplicate(
+                    "an event with this event id and revision was stored with other content"
+                )
+            return ApplyResult.DUPLICATE
         if record.stay_id is not None:
             self._project_stay(cursor, record.unit_org, record.stay_id)
         if record.event_type == "hst.consultation":

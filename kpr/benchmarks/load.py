@@ -14,8 +14,10 @@ reports its wall-clock span and its own CPU seconds through a queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
+import queue
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -144,10 +146,28 @@ class ProducerRun:
     results: Any
 
     async def result(self) -> dict[str, Any]:
-        """``started``/``finished`` (epoch s), ``cpu_s``, ``confirmed``, ``sent_at``."""
-        figures: dict[str, Any] = await asyncio.to_thread(
-            self.results.get, True, PRODUCER_TIMEOUT_S
-        )
+        """``started``/``finished`` (epoch s), ``cpu_s``, ``confirmed``, ``sent_at``.
+
+        Raises ``RuntimeError`` if the producer exits without figures or takes longer
+        than :data:`PRODUCER_TIMEOUT_S`. Cancelled (Ctrl-C), it stops the producer.
+        """
+        deadline = time.monotonic() + PRODUCER_TIMEOUT_S
+        try:
+            while True:
+                # Short waits, so that neither a cancellation nor the end of the event
+                # loop waits for a thread blocked on the queue.
+                with contextlib.suppress(queue.Empty):
+                    figures: dict[str, Any] = await asyncio.to_thread(self.results.get, True, 0.5)
+                    break
+                if not self.process.is_alive() and self.results.empty():
+                    raise RuntimeError(
+                        f"the producer process exited ({self.process.exitcode}) without figures"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the producer process did not finish in time")
+        except BaseException:
+            self.process.terminate()
+            raise
         await asyncio.to_thread(self.process.join, 30)
         return figures
 

@@ -244,3 +244,22 @@ async def test_concurrent_applies_share_commits_and_a_conflict_fails_alone(
     assert results[-1] is ApplyResult.DUPLICATE
     assert store.group_commits - commits_before < len(results) / 4
     assert (await store.summary()).events_committed == len(events)
+
+
+async def test_a_clean_batch_needs_no_savepoints_and_a_conflict_leaves_no_trace(
+    store: SqlStore,
+) -> None:
+    """Batches without a failing event commit on the optimistic path; a refused conflict
+    records nothing, so its redelivery is refused the same way (not taken as seen)."""
+    events = generate_events(30, seed=41)
+    optimistic_before = store.optimistic_commits
+
+    results = await asyncio.gather(*(store.apply(_record(event)) for event in events))
+
+    assert results == [ApplyResult.COMMITTED] * len(events)
+    assert store.optimistic_commits > optimistic_before
+    conflict = events[0].model_copy(update={"source_system": "Another EPJ 1.0"})
+    for _ in range(2):
+        with pytest.raises(ConflictingDuplicate):
+            await store.apply(_record(conflict, "m-conflict"))
+    assert (await store.summary()).events_committed == len(events)
