@@ -122,6 +122,10 @@ class _Bench:
         so a reused PostgreSQL database holds no earlier duplicates."""
         return secrets.randbelow(1 << 30)
 
+    def scratch(self, name: str) -> Path:
+        """A fresh directory under the run's work directory (removed with it)."""
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.work_dir))
+
     def extract(self, count: int) -> Path:
         """A fresh EPJ extract of ``count`` events (written before any clock starts)."""
         path = self.work_dir / f"extract-{secrets.token_hex(4)}.jsonl"
@@ -208,7 +212,7 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
 
     bodies = await snapshot(settings, count)
     for name, store_url in (
-        ("consumer_sqlite_per_s", str(Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "p.sqlite3")),
+        ("consumer_sqlite_per_s", str(bench.scratch("consumer") / "p.sqlite3")),
         ("consumer_postgres_per_s", bench.postgres_url),
         ("faststream_consumer_per_s", None),
     ):
@@ -218,7 +222,7 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
         if name != "consumer_sqlite_per_s":
             await republish(settings, bodies)
         if name == "faststream_consumer_per_s":
-            store_url = str(Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "f.sqlite3")
+            store_url = str(bench.scratch("faststream") / "f.sqlite3")
         assert store_url is not None
         bench.say(f"  {name.removesuffix('_per_s').replace('_', ' ')} ...")
         async with open_store(store_url) as store:
@@ -247,7 +251,7 @@ async def _phase_e2e(
     load = Load(
         count, options.max_in_flight, bench.extract(count), rate=rate, record_sent=rate is not None
     )
-    store_path = Path(tempfile.mkdtemp(prefix="kpr-bench-")) / "e2e.sqlite3"
+    store_path = bench.scratch(name) / "e2e.sqlite3"
     async with open_store(str(store_path)) as store:
         processor = bench.processor(store)
         workers = bench.pool.worker_pids

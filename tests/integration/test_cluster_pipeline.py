@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import subprocess
 import time
 from pathlib import Path
 
-import orjson
 import pytest
+from support import pipeline_settings
 
-from contracts import Environment, PkiDir, ensure_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
-from kpr.config import Settings
+from contracts import PkiDir, ensure_dev_pki
+from contracts.synth import generate_events
 from kpr.localbroker import LocalRabbitMQ
 from kpr.localprocess import free_port
 from kpr.runtime import consume, publish_events, store_summary
@@ -46,23 +44,11 @@ async def test_pipeline_keeps_running_without_loss_when_a_replica_node_stops(
     work_dir = tmp_path_factory.mktemp("cluster-pipeline")
     pki: PkiDir = ensure_dev_pki(work_dir / "pki")
     ports = [free_port() for _ in range(3)]
-    authorisation = work_dir / "authorisation.json"
-    authorisation.write_bytes(
-        orjson.dumps({pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)})
-    )
     events = generate_events(300, seed=41)
     await asyncio.to_thread(_cluster, state_dir, ports, "start")
     try:
         node1 = LocalRabbitMQ(state_dir / "node1", amqp_port=ports[0])
-        settings = Settings().with_overrides(
-            amqp_url=node1.amqp_url,
-            pki_dir=pki.directory,
-            state_dir=work_dir,
-            store_url=str(work_dir / "pathways.sqlite3"),
-            environment=Environment.TEST,
-            authorisation_file=authorisation,
-            queue_prefix=f"c{secrets.token_hex(4)}.",
-        )
+        settings = pipeline_settings(node1.amqp_url, pki, work_dir)
         topology = settings.topology()
         assert (await publish_events(settings, events[:150])).all_confirmed
         stop = asyncio.Event()

@@ -10,6 +10,7 @@ import functools
 from pathlib import Path
 
 import pytest
+from support import pipeline_settings
 
 from consumers.consumer import Consumer
 from consumers.pool import OpenerPool
@@ -20,7 +21,6 @@ from consumers.store import open_store
 from contracts.pki import PkiDir
 from kpr.runtime import build_opener
 from producers.publisher import Publisher
-from tests.integration.support import pipeline_settings
 
 KEY = bytes(range(32))
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import aio_pika
 import orjson
+from support import environment_of, pipeline_settings
 
-from contracts.events import Environment, encode_event
+from contracts.events import encode_event
 from contracts.pki import PkiDir
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.localprocess import free_port
 from kpr.runtime import publish_events
@@ -57,34 +58,15 @@ async def test_sigterm_mid_stream_drains_exits_zero_and_loses_nothing(
 ) -> None:
     """800 messages, SIGTERM after the first commits: exit 0 within the drain timeout; the
     committed and the still-queued message ids partition the published ones exactly."""
-    authorisation = tmp_path / "authorisation.json"
-    authorisation.write_bytes(
-        orjson.dumps({dev_pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)})
-    )
-    store = tmp_path / "pathways.sqlite3"
-    settings = Settings().with_overrides(
-        amqp_url=amqp_vhost_url,
-        pki_dir=dev_pki.directory,
-        state_dir=tmp_path,
-        store_url=str(store),
-        environment=Environment.TEST,
-        authorisation_file=authorisation,
-        queue_prefix=f"t{secrets.token_hex(4)}.",
-    )
+    settings = pipeline_settings(amqp_vhost_url, dev_pki, tmp_path)
+    store = Path(settings.store_url)
     report = await publish_events(settings, generate_events(MESSAGES, seed=51))
     assert report.all_confirmed
     published = set(report.confirmed)
 
     port = free_port()
     environment = {
-        **os.environ,
-        "KPR_AMQP_URL": settings.amqp_url,
-        "KPR_PKI_DIR": str(dev_pki.directory),
-        "KPR_STATE_DIR": str(tmp_path),
-        "KPR_STORE_URL": str(store),
-        "KPR_ENVIRONMENT": "test",
-        "KPR_AUTHORISATION_FILE": str(authorisation),
-        "KPR_QUEUE_PREFIX": settings.queue_prefix,
+        **environment_of(settings),
         "KPR_METRICS_PORT": str(port),
         "KPR_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_S),
     }

@@ -15,15 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import aio_pika
-import orjson
 import pytest
 from aio_pika.connection import make_url
 from aiormq.exceptions import AMQPConnectionError
+from support import pipeline_settings
 
 from contracts.connection import TlsSettings, connect
-from contracts.events import Environment
 from contracts.pki import PkiDir, ensure_dev_pki, generate_dev_pki
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.localbroker import LocalRabbitMQ, TlsListener
 from kpr.runtime import consume, publish_events, store_summary
@@ -89,19 +88,8 @@ def client_tls(pki: PkiDir, bundle: Path, party: str | None) -> TlsSettings:
 
 @pytest.fixture
 def settings(tls_broker: LocalRabbitMQ, pki: PkiDir, bundle: Path, tmp_path: Path) -> Settings:
-    authorisation = tmp_path / "authorisation.json"
-    authorisation.write_bytes(
-        orjson.dumps({pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)})
-    )
-    return Settings().with_overrides(
-        amqp_url=tls_broker.amqps_url,
-        amqp_ca_file=bundle,
-        pki_dir=pki.directory,
-        state_dir=tmp_path,
-        store_url=str(tmp_path / "pathways.sqlite3"),
-        environment=Environment.TEST,
-        authorisation_file=authorisation,
-        queue_prefix=f"t{secrets.token_hex(4)}.",
+    return pipeline_settings(tls_broker.amqps_url, pki, tmp_path).with_overrides(
+        amqp_ca_file=bundle
     )
 
 

@@ -20,7 +20,7 @@ from contracts.events import Environment, parse_event
 from contracts.pki import PkiDir
 from contracts.synth import generate_lines
 from contracts.topology import KPR_HER_IDS
-from producers.backfill import CHECKPOINT_INTERVAL_S, Checkpoint, backfill
+from producers.backfill import CHECKPOINT_INTERVAL_S, BackfillReport, Checkpoint, backfill
 from producers.sealer import SealedMessage, Sealer, message_id_for
 
 LINES = 300
@@ -80,16 +80,15 @@ def extract(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, i
     return path, line_of
 
 
-@pytest.mark.parametrize(("max_in_flight", "max_resend"), [(8, 8), (8, 40), (32, 1024)])
-async def test_both_windows_hold_and_every_line_is_published_once(
+async def run_backfill(
     sealer: Sealer,
     extract: tuple[Path, dict[str, int]],
-    tmp_path: Path,
+    checkpoint: CountingCheckpoint,
+    *,
     max_in_flight: int,
     max_resend: int,
-) -> None:
+) -> tuple[BackfillReport, LateConfirms]:
     path, line_of = extract
-    checkpoint = CountingCheckpoint(tmp_path / "cp")
     publisher = LateConfirms(line_of, checkpoint)
     report = await backfill(
         path,
@@ -100,8 +99,23 @@ async def test_both_windows_hold_and_every_line_is_published_once(
         max_in_flight=max_in_flight,
         max_resend=max_resend,
     )
+    return report, publisher
+
+
+@pytest.mark.parametrize(("max_in_flight", "max_resend"), [(8, 8), (8, 40), (32, 1024)])
+async def test_both_windows_hold_and_every_line_is_published_once(
+    sealer: Sealer,
+    extract: tuple[Path, dict[str, int]],
+    tmp_path: Path,
+    max_in_flight: int,
+    max_resend: int,
+) -> None:
+    checkpoint = CountingCheckpoint(tmp_path / "cp")
+    report, publisher = await run_backfill(
+        sealer, extract, checkpoint, max_in_flight=max_in_flight, max_resend=max_resend
+    )
     assert report.published == LINES
-    assert sorted(publisher.published) == sorted(line_of)
+    assert sorted(publisher.published) == sorted(extract[1])
     assert checkpoint.read() == LINES
     assert 1 < publisher.most_in_flight <= max_in_flight
     assert publisher.furthest_above_checkpoint < max_resend
@@ -111,18 +125,9 @@ async def test_the_checkpoint_is_written_on_a_clock_not_per_confirm(
     sealer: Sealer, extract: tuple[Path, dict[str, int]], tmp_path: Path
 ) -> None:
     """A small confirm window with a wide re-send window: writes follow the interval."""
-    path, line_of = extract
     checkpoint = CountingCheckpoint(tmp_path / "cp")
     started = time.monotonic()
-    await backfill(
-        path,
-        sealer=sealer,
-        publisher=LateConfirms(line_of, checkpoint),
-        checkpoint=checkpoint,
-        environment=Environment.TEST,
-        max_in_flight=4,
-        max_resend=1024,
-    )
+    await run_backfill(sealer, extract, checkpoint, max_in_flight=4, max_resend=1024)
     intervals = (time.monotonic() - started) / CHECKPOINT_INTERVAL_S
     assert checkpoint.writes <= intervals + 2
     assert checkpoint.writes < LINES / 4
@@ -131,18 +136,10 @@ async def test_the_checkpoint_is_written_on_a_clock_not_per_confirm(
 async def test_a_resend_window_smaller_than_the_confirm_window_is_refused(
     sealer: Sealer, extract: tuple[Path, dict[str, int]], tmp_path: Path
 ) -> None:
-    path, line_of = extract
-    checkpoint = Checkpoint(tmp_path / "cp")
+    checkpoint = CountingCheckpoint(tmp_path / "cp")
     with pytest.raises(ValueError, match="max_resend"):
-        await backfill(
-            path,
-            sealer=sealer,
-            publisher=LateConfirms(line_of, checkpoint),
-            checkpoint=checkpoint,
-            environment=Environment.TEST,
-            max_in_flight=16,
-            max_resend=8,
-        )
+        await run_backfill(sealer, extract, checkpoint, max_in_flight=16, max_resend=8)
+    assert checkpoint.writes == 0
 
 
 def test_the_command_refuses_a_resend_bound_below_the_confirm_window(tmp_path: Path) -> None:
