@@ -17,9 +17,11 @@ sealing. Message ids are stable per event revision
 (:func:`producers.sealer.message_id_for`), so whatever is re-sent is deduplicated by
 the consumer.
 
-A line that is blank or not a valid event is skipped and counted (its line number is logged,
-never its content): a back-fill of millions of lines must not stop at one bad record,
-and the sender corrects it at the source. A message the broker refuses (nack,
+A line that is blank or not a valid event is skipped and counted: a back-fill of millions
+of lines must not stop at one bad record, and the sender corrects it at the source. Each
+invalid line is listed in the reject log (:class:`RejectLog`: line number, reason, field,
+rule; never the content, which holds a national id), made durable before the checkpoint
+passes it, so the sender learns of every line that did not go. A message the broker refuses (nack,
 unroutable) or does not answer for is retried ``attempts`` times; then the back-fill
 stops with :class:`~contracts.errors.PublishFailed`, the checkpoint below that line.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import time
@@ -38,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import orjson
 
@@ -51,6 +54,8 @@ __all__ = [
     "DEFAULT_MAX_RESEND",
     "BackfillReport",
     "Checkpoint",
+    "LineRejected",
+    "RejectLog",
     "TokenBucket",
     "backfill",
     "count_lines",
@@ -116,6 +121,58 @@ class Checkpoint:
             os.close(descriptor)
 
 
+@dataclass(frozen=True)
+class LineRejected:
+    """Why a line of the extract is not an event (no value from the line itself)."""
+
+    reason: str
+    field: str = ""
+    rule: str = ""
+
+    @classmethod
+    def of(cls, error: Exception) -> LineRejected:
+        if isinstance(error, orjson.JSONDecodeError):
+            return cls("not-json")
+        if isinstance(error, ContractViolation):
+            return cls(error.reason.value, error.field, error.rule)
+        reason = getattr(error, "reason", None)
+        return cls(reason.value if reason is not None else type(error).__name__)
+
+
+class RejectLog:
+    """The extract's invalid lines, one JSON object per line, appended.
+
+    Entries are flushed as they come and fsynced by :meth:`sync`, which the back-fill calls
+    before every checkpoint write. A resume re-reads the lines above the checkpoint, so a
+    line may be listed twice after a crash: read the log by line number.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._handle: BinaryIO | None = None
+        self.entries = 0
+
+    def add(self, line: int, rejection: LineRejected) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("ab")
+        entry = {"line": line + 1, **dataclasses.asdict(rejection)}
+        self._handle.write(orjson.dumps(entry) + b"\n")
+        self._handle.flush()
+        self.entries += 1
+
+    def sync(self) -> None:
+        if self._handle is not None:
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        """Sync and close; harmless twice."""
+        if self._handle is not None:
+            self.sync()
+            self._handle.close()
+            self._handle = None
+
+
 class TokenBucket:
     """At most ``rate`` acquisitions per second on average, bursts up to ``burst``."""
 
@@ -173,20 +230,21 @@ def _init_worker(sealer: Sealer, environment: Environment) -> None:
     _worker_environment = environment
 
 
-def _seal_line(line: bytes) -> SealedMessage | None:
-    """The sealed event of one line, or ``None`` if the line is not a valid event."""
+def _seal_line(line: bytes) -> SealedMessage | LineRejected | None:
     assert _worker_sealer is not None
     return seal_line(_worker_sealer, line, _worker_environment)
 
 
-def seal_line(sealer: Sealer, line: bytes, environment: Environment) -> SealedMessage | None:
-    """Parse and seal one JSON line; ``None`` for a blank line or an invalid event."""
+def seal_line(
+    sealer: Sealer, line: bytes, environment: Environment
+) -> SealedMessage | LineRejected | None:
+    """Parse and seal one JSON line; ``None`` for a blank line, why for an invalid event."""
     if not line.strip():
         return None
     try:
         event = parse_event(orjson.loads(line), environment=environment)
-    except (orjson.JSONDecodeError, ContractViolation, KprError):
-        return None
+    except (orjson.JSONDecodeError, KprError) as error:
+        return LineRejected.of(error)
     return sealer.seal(event)
 
 
@@ -224,9 +282,11 @@ async def backfill(
     attempts: int = 3,
     progress: Callable[[int, float], None] | None = None,
     stop: asyncio.Event | None = None,
+    rejects: RejectLog | None = None,
 ) -> BackfillReport:
     """Publish every event of ``path`` from the checkpoint on; see the module docstring.
 
+    ``rejects`` lists the invalid lines (else they are only counted and logged).
     ``progress(line, events_per_s)`` is called a few times per second. Once ``stop`` is
     set, no more lines are read; those in flight are confirmed and checkpointed. Raises
     :class:`PublishFailed` when a message cannot be confirmed after ``attempts``;
@@ -255,6 +315,8 @@ async def backfill(
         nonlocal written, last_write
         now = time.monotonic()
         if watermark.low != written and (force or now - last_write >= CHECKPOINT_INTERVAL_S):
+            if rejects is not None:
+                rejects.sync()
             checkpoint.write(watermark.low)
             written, last_write = watermark.low, now
             if progress is not None:
@@ -294,7 +356,7 @@ async def backfill(
                 return
 
     # Sealing runs ahead of publishing by a bounded window of futures.
-    lookahead: deque[tuple[int, asyncio.Future[SealedMessage | None]]] = deque()
+    lookahead: deque[tuple[int, asyncio.Future[SealedMessage | LineRejected | None]]] = deque()
     window = max(2, 4 * seal_workers)
 
     def submit(line: int, text: bytes) -> None:
@@ -322,9 +384,14 @@ async def backfill(
                 sealed = await future
                 watermark.started(line)
                 end = line + 1
-                if sealed is None:
+                if not isinstance(sealed, SealedMessage):
                     counts["skipped"] += 1
-                    log.warning("line %d is not a valid event; skipped", line + 1)
+                    if sealed is not None:
+                        log.warning(
+                            "line %d is not a valid event (%s); skipped", line + 1, sealed.reason
+                        )
+                        if rejects is not None:
+                            rejects.add(line, sealed)
                     watermark.finished(line)
                     continue
                 if bucket is not None:

@@ -24,6 +24,7 @@ from producers.backfill import (
     DEFAULT_MAX_RESEND,
     BackfillReport,
     Checkpoint,
+    RejectLog,
     backfill,
     count_lines,
 )
@@ -45,6 +46,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--checkpoint", type=Path, required=True, metavar="FILE",
         help="line offset below which every line is confirmed (created, resumed from)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rejects", type=Path, metavar="FILE",
+        help="where invalid lines are listed (line, reason, field, rule; never content); "
+        "default: the checkpoint's name + .rejects.jsonl",
     )  # fmt: skip
     parser.add_argument("--rate", type=float, metavar="N", help="at most N events per second")
     parser.add_argument(
@@ -96,6 +102,9 @@ def _handle(args: argparse.Namespace) -> int:
         amqp_url=args.amqp_url, pki_dir=args.pki_dir, queue_prefix=args.queue_prefix
     )
     checkpoint = Checkpoint(args.checkpoint)
+    rejects = RejectLog(
+        args.rejects or args.checkpoint.with_name(args.checkpoint.name + ".rejects.jsonl")
+    )
     try:
         total = count_lines(args.file)
         start = checkpoint.read()
@@ -131,12 +140,14 @@ def _handle(args: argparse.Namespace) -> int:
                     seal_workers=args.seal_workers,
                     progress=bar,
                     stop=stop,
+                    rejects=rejects,
                 )
 
     began = time.monotonic()
     try:
         report = eventloop.run(run())
     except PublishFailed as error:
+        rejects.close()
         if bar is not None:
             bar.close()
         print(
@@ -145,12 +156,15 @@ def _handle(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return FAILED_EXIT
+    rejects.close()
     if bar is not None:
         bar(report.end_line, report.published / max(report.seconds, 1e-9))
         bar.close()
     print(
         f"lines {start + 1}-{report.end_line} of {total}: published {report.published}, "
-        f"skipped {report.skipped_invalid} (blank or invalid), retried {report.retried}, "
+        f"skipped {report.skipped_invalid} (blank or invalid"
+        + (f"; {rejects.entries} invalid listed in {rejects.path}" if rejects.entries else "")
+        + f"), retried {report.retried}, "
         f"{report.published / max(time.monotonic() - began, 1e-9):,.0f} events/s"
     )
     return STOPPED_EXIT if stopped else 0

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import aio_pika
+import orjson
 import pytest
 
 from contracts.events import Environment, parse_event
@@ -98,6 +99,11 @@ def test_a_killed_backfill_resumes_without_loss_and_resends_less_than_its_bound(
     assert second.returncode == 0, second.stderr
     assert Checkpoint(checkpoint).read() == len(lines)
     assert "skipped 1" in second.stdout
+    # The invalid line is listed by its number beside the checkpoint, by whichever run saw it.
+    rejects = checkpoint.with_name(checkpoint.name + ".rejects.jsonl")
+    listed = {orjson.loads(entry)["line"] for entry in rejects.read_bytes().splitlines()}
+    assert listed == {EVENTS // 2 + 1}
+    assert str(rejects) in second.stdout or at_kill > EVENTS // 2
     assert "lines" in second.stderr  # the progress bar went to stderr
 
     on_queue = asyncio.run(_message_ids(amqp_vhost_url, Topology(prefix=prefix).work_queue))

@@ -9,18 +9,27 @@ tests/integration/test_backfill.py (SIGKILL and resume).
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
+from contracts.errors import Reason
 from contracts.events import Environment, parse_event
 from contracts.pki import PkiDir
 from contracts.synth import generate_lines
 from contracts.topology import KPR_HER_IDS
-from producers.backfill import CHECKPOINT_INTERVAL_S, BackfillReport, Checkpoint, backfill
+from producers.backfill import (
+    CHECKPOINT_INTERVAL_S,
+    BackfillReport,
+    Checkpoint,
+    RejectLog,
+    backfill,
+)
 from producers.sealer import SealedMessage, Sealer, message_id_for
 
 LINES = 300
@@ -153,3 +162,57 @@ def test_the_command_refuses_a_resend_bound_below_the_confirm_window(tmp_path: P
     assert result.returncode == 2
     assert "--max-resend must be at least --max-in-flight" in result.stderr
     assert not (tmp_path / "cp").exists()
+
+
+async def test_invalid_lines_are_listed_by_number_and_rule_never_by_content(
+    sealer: Sealer, tmp_path: Path
+) -> None:
+    """Blank lines are skipped quietly; every invalid line is in the reject log with its
+    line number and why, and nothing of its content (the national id least of all)."""
+    good = generate_lines(3, seed=9)
+    wrong_check_digit = orjson.loads(good[0])
+    national_id = wrong_check_digit["person"]["national_id"]
+    wrong_check_digit["person"]["national_id"] = national_id[:-1] + str(
+        (int(national_id[-1]) + 1) % 10
+    )
+    lines = [
+        good[0],
+        b"{not json",
+        b"",
+        orjson.dumps(wrong_check_digit),
+        good[1],
+        b'{"schema_version": 1, "event_type": "kad.unknown"}',
+        good[2],
+    ]
+    path = tmp_path / "extract.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    line_of = {
+        message_id_for(parse_event(line, environment=Environment.TEST)): number
+        for number, line in enumerate(lines)
+        if line in good
+    }
+    checkpoint = CountingCheckpoint(tmp_path / "cp")
+    rejects = RejectLog(tmp_path / "rejects.jsonl")
+
+    report = await backfill(
+        path,
+        sealer=sealer,
+        publisher=LateConfirms(line_of, checkpoint),
+        checkpoint=checkpoint,
+        environment=Environment.TEST,
+        rejects=rejects,
+    )
+    rejects.close()
+    rejects.close()
+
+    assert report.published == 3
+    assert report.skipped_invalid == 4
+    written = rejects.path.read_bytes()
+    entries = [orjson.loads(line) for line in written.splitlines()]
+    assert [entry["line"] for entry in entries] == [2, 4, 6]
+    assert entries[0]["reason"] == "not-json"
+    assert entries[1]["reason"] == Reason.INVALID_CONTRACT.value
+    assert entries[1]["field"] == "person.national_id"
+    assert entries[2]["rule"] == "unknown-event-type"
+    assert national_id[:6].encode() not in written
+    assert re.search(rb"\d{11}", written) is None
