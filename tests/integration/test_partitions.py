@@ -12,6 +12,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -52,6 +53,19 @@ def _settings(amqp_url: str, pki: PkiDir, tmp_path: Path, store_url: str) -> Set
     )
 
 
+#: Consumers idle out after this long: longer than the census below may take on a loaded
+#: machine, so that both processes are still subscribed when it looks.
+UNTIL_IDLE_S = 40
+
+
+# Each consumer process's stderr goes to a file (a full pipe would stall it), by pid.
+_LOGS: dict[int, Path] = {}
+
+
+def _log_of(process: subprocess.Popen[bytes]) -> str:
+    return _LOGS[process.pid].read_text(errors="replace")[-3000:]
+
+
 def _consumer_process(settings: Settings, *, until_idle_s: float) -> subprocess.Popen[bytes]:
     assert settings.authorisation_file is not None
     environment = {
@@ -67,21 +81,27 @@ def _consumer_process(settings: Settings, *, until_idle_s: float) -> subprocess.
         # Long enough for both processes to claim their share before either stands by.
         "KPR_PARTITION_STANDBY_DELAY": "5",
     }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kpr",
-            "consume",
-            "--partitions",
-            str(PARTITIONS),
-            "--until-idle",
-            str(until_idle_s),
-        ],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    descriptor, name = tempfile.mkstemp(prefix="consumer-", suffix=".log", dir=settings.state_dir)
+    os.close(descriptor)
+    log = Path(name)
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kpr",
+                "consume",
+                "--partitions",
+                str(PARTITIONS),
+                "--until-idle",
+                str(until_idle_s),
+            ],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=sink,
+        )
+    _LOGS[process.pid] = log
+    return process
 
 
 def _consumers(broker: LocalRabbitMQ, prefix: str) -> dict[str, list[bool]]:
@@ -110,8 +130,8 @@ async def _await_consumers(
 
 
 def _finish(process: subprocess.Popen[bytes], timeout: float = 90) -> str:
-    stdout, stderr = process.communicate(timeout=timeout)
-    assert process.returncode == 0, stderr.decode()[-3000:]
+    stdout, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, _log_of(process)
     return stdout.decode()
 
 
@@ -174,8 +194,8 @@ async def test_two_consumer_processes_share_four_partitions_exactly_once(
     assert (await publish_events(settings, [])).all_confirmed
     # Idle long enough that both processes are still subscribed (claimed share + standby
     # after KPR_PARTITION_STANDBY_DELAY) when the census polls them on a loaded machine.
-    first = _consumer_process(settings, until_idle_s=20)
-    second = _consumer_process(settings, until_idle_s=20)
+    first = _consumer_process(settings, until_idle_s=UNTIL_IDLE_S)
+    second = _consumer_process(settings, until_idle_s=UNTIL_IDLE_S)
     try:
         flags = await _await_consumers(local_broker, settings.queue_prefix, per_queue=2)
         assert all(sorted(f) == [False, True] for f in flags.values()), flags
@@ -212,8 +232,8 @@ async def test_killing_the_active_consumer_hands_its_partitions_to_the_standby(
     settings = _settings(amqp_url, pki, tmp_path, _database(postgres_url))
     events = generate_events(300, seed=33)
     assert (await publish_events(settings, [])).all_confirmed
-    victim = _consumer_process(settings, until_idle_s=20)
-    survivor = _consumer_process(settings, until_idle_s=20)
+    victim = _consumer_process(settings, until_idle_s=UNTIL_IDLE_S)
+    survivor = _consumer_process(settings, until_idle_s=UNTIL_IDLE_S)
     try:
         await _await_consumers(local_broker, settings.queue_prefix, per_queue=2)
         assert (await publish_events(settings, events)).all_confirmed

@@ -28,6 +28,7 @@ from kpr.localprocess import free_port
 from kpr.runtime import publish_events
 
 MESSAGES = 800
+PRODUCE_EVENTS = 12_000
 DRAIN_TIMEOUT_S = 10.0
 
 
@@ -126,7 +127,8 @@ async def test_sigterm_to_kpr_produce_stops_publishing_and_exits_zero_with_all_s
 ) -> None:
     """SIGTERM while publishing: no more publishes, the in-flight ones are confirmed, exit 0,
     and the queue holds exactly as many messages as the report says were confirmed."""
-    events = generate_events(3000, seed=52)
+    # More than this machine publishes in the 4 s before the signal (~1,000/s at best).
+    events = generate_events(PRODUCE_EVENTS, seed=52)
     source = tmp_path / "events.jsonl"
     source.write_bytes(b"".join(encode_event(event) + b"\n" for event in events))
     prefix = f"t{secrets.token_hex(4)}."
@@ -157,8 +159,11 @@ async def test_sigterm_to_kpr_produce_stops_publishing_and_exits_zero_with_all_s
 
     assert process.returncode == 0, log_file.read_text()[-2000:]
     summary = stdout.decode()
-    match = re.search(r"published (\d+) \(stopped after \d+ of 3000\): confirmed (\d+), "
-                      r"failed 0, unknown 0", summary)
+    match = re.search(
+        rf"published (\d+) \(stopped after \d+ of {PRODUCE_EVENTS}\): confirmed (\d+), "
+        r"failed 0, unknown 0",
+        summary,
+    )
     assert match is not None, summary
     sent, confirmed = int(match.group(1)), int(match.group(2))
     assert 0 < confirmed == sent < len(events)
