@@ -255,9 +255,10 @@ class SqlStore(PathwayQueries, AsyncResource):
             self.optimistic_commits += 1
             return results
         except Exception as error:
-            if not isinstance(error, ConflictingDuplicate) and not self._dialect.is_integrity_error(
-                error
-            ):
+            one_event_failed = isinstance(
+                error, ConflictingDuplicate
+            ) or self._dialect.is_integrity_error(error)
+            if not one_event_failed:
                 raise
         return self._commit_batch(connection, records, isolated=True)
 

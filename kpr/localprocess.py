@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from contracts.resources import AsyncResource
+
 __all__ = [
     "BlockingService",
     "LocalServiceError",
@@ -120,7 +122,7 @@ def wait_until(condition_name: str, deadline: float, probe_interval: float = 0.2
     time.sleep(probe_interval)
 
 
-class BlockingService(ABC):
+class BlockingService(AsyncResource, ABC):
     """A local server with blocking ``start()`` / ``stop()``, for ``with`` and ``async with``.
 
     The async forms run the blocking parts in a worker thread. If the task is cancelled
@@ -161,14 +163,10 @@ class BlockingService(ABC):
             # The thread cannot be interrupted: let it finish, then undo what it did.
             with contextlib.suppress(BaseException):
                 await starting
-            await asyncio.shield(asyncio.to_thread(self.stop))
+            await self.aclose()
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """:meth:`stop` in a worker thread, shielded: a cancelled close still stops."""
         await asyncio.shield(asyncio.to_thread(self.stop))

@@ -13,6 +13,8 @@ import platform
 import time
 from dataclasses import dataclass, field
 
+from contracts.resources import AsyncResource
+
 __all__ = ["RssSampler", "cpu_model", "cpu_s", "machine_busy_s", "rss_mb"]
 
 
@@ -47,7 +49,7 @@ def cpu_model() -> str:
 
 
 @dataclass
-class RssSampler:
+class RssSampler(AsyncResource):
     """This process's RSS every ``interval_s`` while running (``async with``).
 
     Before/after alone would miss memory that grows and is given back, and cannot tell a
@@ -62,11 +64,13 @@ class RssSampler:
         self._task = asyncio.create_task(self._sample())
         return self
 
-    async def __aexit__(self, *_: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+    async def aclose(self) -> None:
+        """Stop sampling, with one last sample; harmless twice."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
         self.samples.append((time.monotonic(), rss_mb()))
 
     async def _sample(self) -> None:

@@ -147,7 +147,6 @@ def _handle(args: argparse.Namespace) -> int:
     try:
         report = eventloop.run(run())
     except PublishFailed as error:
-        rejects.close()
         if bar is not None:
             bar.close()
         print(
@@ -156,7 +155,8 @@ def _handle(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return FAILED_EXIT
-    rejects.close()
+    finally:
+        rejects.close()
     if bar is not None:
         bar(report.end_line, report.published / max(report.seconds, 1e-9))
         bar.close()

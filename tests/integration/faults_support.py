@@ -28,6 +28,7 @@ import aio_pika
 from consumers.deadletter import HEADER_ORIGINAL_MESSAGE_ID
 from contracts.errors import PublishFailed
 from contracts.events import Event
+from contracts.resources import AsyncResource
 from producers.publisher import PublishOutcome
 from producers.sealer import SealedMessage, message_id_for
 
@@ -209,7 +210,7 @@ def check(history: History, store: StoreContents, dead_letters: Iterable[str]) -
 # -- a TCP proxy that can fail ----------------------------------------------------------
 
 
-class TcpProxy:
+class TcpProxy(AsyncResource):
     """A loopback TCP proxy to ``target_host:target_port`` that a test can break.
 
     * :meth:`drop_all` aborts every open connection (both sides see a reset), like a
@@ -270,9 +271,6 @@ class TcpProxy:
     async def __aenter__(self) -> TcpProxy:
         await self.start()
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def drop_all(self) -> None:
         for writer in list(self._writers):

@@ -53,11 +53,20 @@ def sealed(dev_pki: PkiDir) -> list[SealedMessage]:
     return [sealer.seal(event) for event in generate_events(4, seed=5)]
 
 
+def authorised_pool(
+    dev_pki: PkiDir, *, with_pseudonyms: bool = False, workers: int = 2
+) -> OpenerPool:
+    """Workers opening for a register that authorises the sender (and pseudonymising)."""
+    return OpenerPool(
+        functools.partial(build_opener, dev_pki.directory, authorised=True),
+        workers=workers,
+        pseudonymiser_factory=functools.partial(Pseudonymiser, KEY) if with_pseudonyms else None,
+    )
+
+
 @pytest.fixture(scope="module")
 def pool(dev_pki: PkiDir) -> Iterator[OpenerPool]:
-    with OpenerPool(
-        functools.partial(build_opener, dev_pki.directory, authorised=True), workers=2
-    ) as opened:
+    with authorised_pool(dev_pki) as opened:
         yield opened
 
 
@@ -120,11 +129,7 @@ async def test_the_processor_maps_pool_outcomes_as_it_maps_in_process_ones(
 
 @pytest.fixture(scope="module")
 def record_pool(dev_pki: PkiDir) -> Iterator[OpenerPool]:
-    with OpenerPool(
-        functools.partial(build_opener, dev_pki.directory, authorised=True),
-        workers=2,
-        pseudonymiser_factory=functools.partial(Pseudonymiser, KEY),
-    ) as opened:
+    with authorised_pool(dev_pki, with_pseudonyms=True) as opened:
         yield opened
 
 
@@ -218,11 +223,7 @@ async def test_a_dead_worker_fails_the_waiting_callers_with_broken_process_pool(
     dev_pki: PkiDir, sealed: list[SealedMessage]
 ) -> None:
     """A killed worker is our failure, not the sender's: BrokenProcessPool, never a record."""
-    with OpenerPool(
-        functools.partial(build_opener, dev_pki.directory, authorised=True),
-        workers=1,
-        pseudonymiser_factory=functools.partial(Pseudonymiser, KEY),
-    ) as doomed:
+    with authorised_pool(dev_pki, with_pseudonyms=True, workers=1) as doomed:
         [pid] = doomed.worker_pids
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(BrokenProcessPool):
