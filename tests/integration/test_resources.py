@@ -56,5 +56,5 @@ async def test_an_opener_pool_closes_twice_and_refuses_work_after(
         assert pool.worker_pids
     await pool.aclose()
     pool.close()
-    with pytest.raises(RuntimeError, match="shutdown"):
+    with pytest.raises(RuntimeError, match="shut down"):
         await pool.open(b"x")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from consumers.processing import Disposition, Processor
 from consumers.pseudonym import Pseudonymiser
 from consumers.records import pseudonymise
 from consumers.store import open_store
-from contracts.errors import DecryptionFailed, SenderNotAuthorised
+from contracts.errors import DecryptionFailed, MalformedMessage, SenderNotAuthorised
 from contracts.events import Environment
 from contracts.pki import PkiDir, ensure_dev_pki
 from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
@@ -230,3 +231,45 @@ async def test_a_dead_worker_fails_the_waiting_callers_with_broken_process_pool(
             await asyncio.wait_for(
                 doomed.open_record(sealed[0].body, message_id=sealed[0].message_id), timeout=30
             )
+
+
+def _opener_without_keys() -> Opener:
+    raise FileNotFoundError("no decryption keys here")
+
+
+def test_a_factory_that_fails_in_the_workers_fails_the_pool_at_start() -> None:
+    """The worker's exception, class intact, from the constructor; no worker left behind."""
+    before = set(multiprocessing.active_children())
+    with pytest.raises(FileNotFoundError, match="no decryption keys"):
+        OpenerPool(_opener_without_keys, workers=2)
+    assert set(multiprocessing.active_children()) <= before
+
+
+def test_the_pool_serves_a_later_event_loop_once_the_first_is_closed(
+    pool: OpenerPool, sealed: list[SealedMessage]
+) -> None:
+    """One pool outlives event loops (a service restarts its loop; tests run one per test)."""
+    first, second = (
+        asyncio.run(pool.open(message.body, message_id=message.message_id))
+        for message in sealed[:2]
+    )
+    assert [str(first.event.event_id), str(second.event.event_id)] == [
+        message.event_id for message in sealed[:2]
+    ]
+
+
+async def test_requests_larger_than_the_socket_buffers_reach_the_workers_whole(
+    record_pool: OpenerPool, sealed: list[SealedMessage]
+) -> None:
+    """Near-limit bodies fill batches of megabytes: each still gets its own answer."""
+    big = [os.urandom(900_000) for _ in range(8)]
+    answers = await asyncio.wait_for(
+        asyncio.gather(
+            *(record_pool.open_record(body, message_id=f"big-{n}") for n, body in enumerate(big)),
+            record_pool.open_record(sealed[0].body, message_id=sealed[0].message_id),
+            return_exceptions=True,
+        ),
+        timeout=60,
+    )
+    assert all(isinstance(answer, MalformedMessage) for answer in answers[:-1]), answers[:-1]
+    assert getattr(answers[-1], "message_id", None) == sealed[0].message_id
