@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from contracts.resources import AsyncResource
 
-__all__ = ["RssSampler", "cpu_model", "cpu_s", "machine_busy_s", "rss_mb"]
+__all__ = ["RssSampler", "cpu_model", "cpu_s", "machine_busy_s", "rss_mb", "wait_until_quiet"]
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -38,6 +38,23 @@ def machine_busy_s() -> float:
         ticks = [int(value) for value in handle.readline().split()[1:]]
     idle = ticks[3] + ticks[4]  # idle + iowait
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_until_quiet(
+    *, busy_share_below: float = 0.15, window_s: float = 0.5, at_most_s: float = 30.0
+) -> float:
+    """Wait until the machine's cores are less than ``busy_share_below`` busy over one
+    ``window_s`` (a phase's leftovers: the broker compacting its log, PostgreSQL's
+    autovacuum), for at most ``at_most_s``; returns the seconds waited. Each timed phase
+    then starts from the same quiet machine, whatever ran before it."""
+    cores = os.cpu_count() or 1
+    started = time.monotonic()
+    while time.monotonic() - started < at_most_s:
+        busy_before = machine_busy_s()
+        await asyncio.sleep(window_s)
+        if (machine_busy_s() - busy_before) / (window_s * cores) < busy_share_below:
+            break
+    return time.monotonic() - started
 
 
 def cpu_model() -> str:

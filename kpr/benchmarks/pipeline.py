@@ -13,9 +13,17 @@ Measured, in order, on one broker:
 5. consumer: decrypt + verify + validate + dedup + commit + ack, SQLite and PostgreSQL,
    with the open step in an :class:`~consumers.pool.OpenerPool`;
 6. the same consumer work written with FastStream;
-7. end to end: a back-fill process and the consumer at once, sustained;
+7. end to end: a back-fill process and the consumer at once, sustained, twice: the
+   consumer opening in its own process (``KPR_OPEN_WORKERS=0``, the default) and in an
+   opener pool; the faster is the end-to-end figure, and the next two phases run so
+   (on two cores shared with the producer and the broker, more processes cost more
+   than the pool's parallelism gives back; the consumer alone gains from the pool);
 8. latency publish -> commit at a fixed offered load (half the end-to-end rate);
 9. consumer RSS before and after ``memory_messages`` messages.
+
+Every timed phase starts on a quiet machine (:func:`~kpr.benchmarks.machine.wait_until_quiet`),
+so what one phase left running (the broker's log compaction, PostgreSQL's autovacuum)
+is not charged to the next.
 
 The machine limit: every message needs one RSA private operation at each end on
 ``cores`` cores, and the broker's raw end-to-end rate, so
@@ -55,7 +63,14 @@ from kpr.benchmarks.crypto import measure_openssl_rsa2048
 from kpr.benchmarks.drain import consume, raw_consume, republish, snapshot
 from kpr.benchmarks.faststream_consumer import consume_with_faststream
 from kpr.benchmarks.load import Load, start_producer, write_extract
-from kpr.benchmarks.machine import RssSampler, cpu_model, cpu_s, machine_busy_s, rss_mb
+from kpr.benchmarks.machine import (
+    RssSampler,
+    cpu_model,
+    cpu_s,
+    machine_busy_s,
+    rss_mb,
+    wait_until_quiet,
+)
 from kpr.config import Settings
 from kpr.runtime import build_opener
 from producers.publisher import Publisher
@@ -131,12 +146,13 @@ class _Bench:
         path = self.work_dir / f"extract-{secrets.token_hex(4)}.jsonl"
         return write_extract(path, count, self.seed())
 
-    def processor(self, store: SqlStore) -> Processor:
+    def processor(self, store: SqlStore, *, pooled: bool = True) -> Processor:
+        """The consumer's processing: opening in the bench's pool, or in this process."""
         return Processor(
             build_opener(self.settings),
             Pseudonymiser(PSEUDONYM_KEY),
             store,
-            opener_pool=self.pool,
+            opener_pool=self.pool if pooled else None,
         )
 
 
@@ -182,11 +198,14 @@ async def _phase_raw(bench: _Bench, size: int) -> dict[str, float]:
     settings = bench.with_prefix("raw")
     count = options.messages
     load = Load(count, options.max_in_flight, raw_size=size)
+    await wait_until_quiet()
     produced = await start_producer(settings, load).result()
     publish = count / (produced["finished"] - produced["started"])
+    await wait_until_quiet()
     consume_rate = count / await raw_consume(
         settings.amqp_url, settings.topology().work_queue, count, options.prefetch
     )
+    await wait_until_quiet()
     both_start = time.time()
     producer = start_producer(settings, load)
     consumed = asyncio.create_task(
@@ -203,6 +222,7 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
     count = options.messages
     settings = bench.with_prefix("pc")
     extract = bench.extract(count)
+    await wait_until_quiet()
     produced = await start_producer(settings, Load(count, options.max_in_flight, extract)).result()
     extract.unlink()
     figures: dict[str, float | None] = {
@@ -225,6 +245,7 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
             store_url = str(bench.scratch("faststream") / "f.sqlite3")
         assert store_url is not None
         bench.say(f"  {name.removesuffix('_per_s').replace('_', ' ')} ...")
+        await wait_until_quiet()
         async with open_store(store_url) as store:
             processor = bench.processor(store)
             if name == "faststream_consumer_per_s":
@@ -239,9 +260,10 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
 
 
 async def _phase_e2e(
-    bench: _Bench, count: int, *, rate: float | None, name: str
-) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """Producer process and consumer at once: (figures, sent_at, committed_at)."""
+    bench: _Bench, count: int, *, rate: float | None, name: str, pooled: bool
+) -> tuple[dict[str, float | None], dict[str, float], dict[str, float]]:
+    """Producer process and consumer at once: (figures, sent_at, committed_at). With
+    ``pooled``, the consumer opens in the bench's opener pool, else in its own process."""
     options = bench.options
     settings = bench.with_prefix(name)
     # Declare the topology first, so no early message is unroutable.
@@ -253,9 +275,10 @@ async def _phase_e2e(
     )
     store_path = bench.scratch(name) / "e2e.sqlite3"
     async with open_store(str(store_path)) as store:
-        processor = bench.processor(store)
-        workers = bench.pool.worker_pids
+        processor = bench.processor(store, pooled=pooled)
+        workers = bench.pool.worker_pids if pooled else ()
         workers_rss_before = sum(map(rss_mb, workers))
+        await wait_until_quiet()
         cpu_before = time.process_time() + sum(map(cpu_s, workers))
         busy_before = machine_busy_s()
         async with RssSampler() as rss:
@@ -275,14 +298,14 @@ async def _phase_e2e(
     assert load.extract is not None
     load.extract.unlink()
     done_at = time.time() - (time.perf_counter() - tally.last)
-    figures = {
+    figures: dict[str, float | None] = {
         "per_s": count / (done_at - produced["started"]),
         "rss_before_mb": rss.samples[0][1],
         "rss_after_mb": rss.samples[-1][1],
         "rss_max_mb": rss.max_mb,
         "rss_growth_second_half_mb": rss.growth_in_second_half_mb(),
-        "workers_rss_before_mb": workers_rss_before,
-        "workers_rss_after_mb": workers_rss_after,
+        "workers_rss_before_mb": workers_rss_before if pooled else None,
+        "workers_rss_after_mb": workers_rss_after if pooled else None,
         # CPU per message: the consumer (event loop + open workers), the producer while
         # publishing, and what the machine did besides (the broker, and any other load).
         "consumer_cpu_ms": consumer_cpu_s / count * 1e3,
@@ -291,6 +314,12 @@ async def _phase_e2e(
         "other_cpu_ms": max(0.0, busy_s - consumer_cpu_s - produced["cpu_s"]) / count * 1e3,
     }
     return figures, produced["sent_at"], committed_at
+
+
+def _rate(figures: dict[str, float | None]) -> float:
+    rate = figures["per_s"]
+    assert rate is not None  # every phase measures its rate
+    return rate
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -321,18 +350,29 @@ async def _run(bench: _Bench) -> dict[str, Any]:
     result |= await _phase_raw(bench, int(crypto["sealed_bytes"]))
     say("producer and consumers ...")
     result |= await _phase_producer_and_consumers(bench)
-    say("end to end ...")
-    e2e, _, _ = await _phase_e2e(bench, options.messages, rate=None, name="e2e")
+    say("end to end, opening in the consumer's process ...")
+    in_process, _, _ = await _phase_e2e(
+        bench, options.messages, rate=None, name="e2e", pooled=False
+    )
+    say("end to end, opening in the pool ...")
+    in_pool, _, _ = await _phase_e2e(bench, options.messages, rate=None, name="e2ep", pooled=True)
+    pooled = _rate(in_pool) > _rate(in_process)
+    e2e = in_pool if pooled else in_process
+    result["e2e_open_in"] = "pool" if pooled else "process"
+    result["e2e_in_process_per_s"] = in_process["per_s"]
+    result["e2e_pool_per_s"] = in_pool["per_s"]
     result["e2e_per_s"] = e2e["per_s"]
     result["e2e_ack_frames_per_message"] = e2e["ack_frames_per_message"]
     result |= {
         f"e2e_{part}_cpu_ms_per_message": e2e[f"{part}_cpu_ms"]
         for part in ("consumer", "producer", "other")
     }
-    offered = 0.5 * e2e["per_s"]
+    offered = 0.5 * _rate(e2e)
     latency_count = max(100, min(options.messages, int(offered * 20)))
     say(f"latency at {offered:,.0f}/s offered ...")
-    _, sent_at, committed_at = await _phase_e2e(bench, latency_count, rate=offered, name="lat")
+    _, sent_at, committed_at = await _phase_e2e(
+        bench, latency_count, rate=offered, name="lat", pooled=pooled
+    )
     latencies = [
         (committed_at[event_id] - sent) * 1000
         for event_id, sent in sent_at.items()
@@ -345,7 +385,9 @@ async def _run(bench: _Bench) -> dict[str, Any]:
         "latency_p99_ms": _percentile(latencies, 0.99) if latencies else None,
     }
     say(f"memory over {options.memory_messages:,} messages ...")
-    memory, _, _ = await _phase_e2e(bench, options.memory_messages, rate=None, name="mem")
+    memory, _, _ = await _phase_e2e(
+        bench, options.memory_messages, rate=None, name="mem", pooled=pooled
+    )
     result |= {
         "memory_messages": options.memory_messages,
         **{
@@ -470,9 +512,12 @@ def format_table(result: dict[str, Any]) -> str:
         ("consumer/s PostgreSQL", "consumer_postgres_per_s"),
         ("FastStream consumer/s (same work, SQLite)", "faststream_consumer_per_s"),
         ("consumer / FastStream", "consumer_to_faststream_ratio"),
-        ("end-to-end/s sustained", "e2e_per_s"),
+        ("end-to-end/s, opening in the consumer process", "e2e_in_process_per_s"),
+        ("end-to-end/s, opening in the pool", "e2e_pool_per_s"),
+        ("end-to-end/s sustained (the faster)", "e2e_per_s"),
+        ("  opening there (and in the phases below)", "e2e_open_in"),
         ("end-to-end / raw", "e2e_to_raw_ratio"),
-        ("e2e CPU ms/message: consumer + workers", "e2e_consumer_cpu_ms_per_message"),
+        ("e2e CPU ms/message: consumer (+ pool)", "e2e_consumer_cpu_ms_per_message"),
         ("e2e CPU ms/message: producer", "e2e_producer_cpu_ms_per_message"),
         ("e2e CPU ms/message: broker + rest of machine", "e2e_other_cpu_ms_per_message"),
         ("e2e basic.ack frames / message", "e2e_ack_frames_per_message"),
@@ -500,7 +545,7 @@ def format_table(result: dict[str, Any]) -> str:
         "open_us_per_message": result["open_s_per_message"] * 1e6,
         "workers_rss": (
             f"{result['workers_rss_before_mb']:,.0f} / {result['workers_rss_after_mb']:,.0f}"
-            if "workers_rss_before_mb" in result
+            if result.get("workers_rss_before_mb") is not None
             else None
         ),
     }

@@ -40,8 +40,8 @@ REQUIRED_KEYS = {
     "raw_cpu_ms_per_message",
     "crypto_cpu_ms_per_message",
     "rss_max_mb",
-    "workers_rss_before_mb",
-    "workers_rss_after_mb",
+    "e2e_in_process_per_s",
+    "e2e_pool_per_s",
 }
 
 
@@ -74,6 +74,12 @@ def test_quick_bench_reports_every_figure_and_derives_the_ratios_from_them(
     assert result["crypto_cost_ratio"] == pytest.approx(
         (result["seal_s_per_message"] + result["open_s_per_message"]) / two_rsa_ops_s
     )
+    # Both ways of opening ran; the faster is the figure, and the later phases ran so.
+    assert result["e2e_per_s"] == max(result["e2e_in_process_per_s"], result["e2e_pool_per_s"])
+    pooled = result["e2e_per_s"] == result["e2e_pool_per_s"]
+    assert result["e2e_open_in"] == ("pool" if pooled else "process")
+    for key in ("workers_rss_before_mb", "workers_rss_after_mb"):
+        assert (result[key] is not None and result[key] > 0) if pooled else result[key] is None
     assert result["latency_p99_ms"] >= result["latency_p50_ms"]
     assert result["rss_max_mb"] >= max(result["rss_before_mb"], result["rss_after_mb"])
     # The CPU budget: the target's share of the limit, spread over the cores.

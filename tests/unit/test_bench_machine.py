@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
-from kpr.benchmarks.machine import RssSampler, cpu_s, machine_busy_s, rss_mb
+from kpr.benchmarks.machine import RssSampler, cpu_s, machine_busy_s, rss_mb, wait_until_quiet
 
 
 def test_growth_in_the_second_half_ignores_a_warm_up_and_shows_a_leak() -> None:
@@ -37,3 +38,16 @@ def test_cpu_and_busy_seconds_advance_with_work() -> None:
     assert cpu_s(os.getpid()) > own
     assert machine_busy_s() > busy
     assert rss_mb() > 10
+
+
+async def test_waiting_for_a_quiet_machine_outlasts_a_busy_core_but_is_bounded() -> None:
+    """One core kept busy is more than the threshold: the wait runs to its bound."""
+    cores = os.cpu_count() or 1
+    busy = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+    try:
+        await asyncio.sleep(0.2)
+        waited = await wait_until_quiet(busy_share_below=0.5 / cores, window_s=0.2, at_most_s=1.0)
+    finally:
+        busy.kill()
+        await busy.wait()
+    assert 1.0 <= waited < 2.0
