@@ -60,10 +60,21 @@ _BROKER_HEADERS = frozenset(
 
 # What one failure wrote: a replay drops these (and the broker headers) so that the next
 # failure describes itself; the replay count alone travels on.
-FAILURE_HEADERS = frozenset({HEADER_REASON, HEADER_DESCRIPTION, HEADER_DEAD_LETTERED_AT,
-                             HEADER_HOST, HEADER_VERSION, HEADER_ORIGINAL_EXCHANGE,
-                             HEADER_ORIGINAL_ROUTING_KEY, HEADER_ORIGINAL_MESSAGE_ID,
-                             HEADER_SENDER_HER_ID, HEADER_ATTEMPT, HEADER_RETRY_HISTORY})
+FAILURE_HEADERS = frozenset(
+    {
+        HEADER_REASON,
+        HEADER_DESCRIPTION,
+        HEADER_DEAD_LETTERED_AT,
+        HEADER_HOST,
+        HEADER_VERSION,
+        HEADER_ORIGINAL_EXCHANGE,
+        HEADER_ORIGINAL_ROUTING_KEY,
+        HEADER_ORIGINAL_MESSAGE_ID,
+        HEADER_SENDER_HER_ID,
+        HEADER_ATTEMPT,
+        HEADER_RETRY_HISTORY,
+    }
+)
 BROKER_HEADERS = _BROKER_HEADERS
 
 
@@ -77,9 +88,7 @@ async def publish_confirmed(
     ``Basic.Ack`` raises :class:`Unroutable` / :class:`PublishNacked`, and the caller
     must not ack the original.
     """
-    result: object = await exchange.publish(
-        message, routing_key=routing_key, mandatory=True
-    )
+    result: object = await exchange.publish(message, routing_key=routing_key, mandatory=True)
     if isinstance(result, Basic.Ack):
         return
     if isinstance(result, Basic.Nack | Basic.Reject):

@@ -99,11 +99,37 @@ class CertificateRole(StrEnum):
 
 
 PROCESSING_BUCKETS_S: Final = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 # From the EPJ's registration to our commit: seconds when live, days in a back-fill.
 END_TO_END_BUCKETS_S: Final = (
-    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0, 604800.0,
+    0.1,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    21600.0,
+    86400.0,
+    604800.0,
 )
 
 
@@ -162,7 +188,9 @@ class ConsumerMetrics:
             registry=registry,
         )
         self.pathway_stays = Gauge(
-            "kpr_pathway_stays", "Stays in the pathway store, by state.", ["state"],
+            "kpr_pathway_stays",
+            "Stays in the pathway store, by state.",
+            ["state"],
             registry=registry,
         )
         self.pathway_incomplete_overdue = Gauge(

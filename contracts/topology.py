@@ -186,9 +186,7 @@ class Topology:
 
         await channel.declare_exchange(self.receipt_exchange, ExchangeType.DIRECT, durable=True)
 
-    async def _declare_partitions(
-        self, channel: AbstractChannel, work: AbstractExchange
-    ) -> None:
+    async def _declare_partitions(self, channel: AbstractChannel, work: AbstractExchange) -> None:
         partitions = await channel.declare_exchange(
             self.partition_exchange,
             "x-consistent-hash",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: set-up, lint (ruff), types (mypy strict), then the tests
+# The whole check, as CI runs it: set-up, lint and format (ruff), types (mypy strict), then the tests
 # (pytest; extra arguments are passed on, e.g. `infra/test.sh -m "not slow" -x`).
 # Tests start their own RabbitMQ and PostgreSQL on free ports unless KPR_AMQP_URL /
 # KPR_TEST_POSTGRES_URL name existing ones.
@@ -10,8 +10,9 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 ./infra/setup.sh
 
-say "ruff check"
+say "ruff check, ruff format --check"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 
 say "mypy (strict)"
 .venv/bin/mypy

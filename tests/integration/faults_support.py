@@ -150,8 +150,9 @@ class Verdict:
 
     @property
     def valid(self) -> bool:
-        return not (self.lost or self.unexpected or self.duplicate_events
-                    or self.duplicate_messages)
+        return not (
+            self.lost or self.unexpected or self.duplicate_events or self.duplicate_messages
+        )
 
     def summary(self) -> str:
         return (
@@ -304,7 +305,8 @@ class TcpProxy(AsyncResource):
                 return
             self._writers.add(up_writer)
             await asyncio.gather(
-                self._pump(reader, up_writer), self._pump(up_reader, writer),
+                self._pump(reader, up_writer),
+                self._pump(up_reader, writer),
                 return_exceptions=True,
             )
             for side in (writer, up_writer):
@@ -332,7 +334,10 @@ class TcpProxy(AsyncResource):
 
 
 async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, timeout_s: float, what: str,
+    condition: Callable[[], Awaitable[bool]],
+    *,
+    timeout_s: float,
+    what: str,
     interval_s: float = 0.1,
 ) -> float:
     """Poll ``condition``; return the seconds it took; raise AssertionError after ``timeout_s``."""

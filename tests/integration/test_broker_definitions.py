@@ -64,9 +64,7 @@ def connect_as(local_broker: LocalRabbitMQ, kpr_vhost: str) -> Any:
     opened: list[AbstractConnection] = []
 
     async def connect(user: str) -> AbstractConnection:
-        url = (
-            f"amqp://{user}:{DEV_PASSWORDS[user]}@127.0.0.1:{local_broker.amqp_port}/{kpr_vhost}"
-        )
+        url = f"amqp://{user}:{DEV_PASSWORDS[user]}@127.0.0.1:{local_broker.amqp_port}/{kpr_vhost}"
         connection = await aio_pika.connect(url)
         opened.append(connection)
         return connection

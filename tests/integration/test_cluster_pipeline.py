@@ -27,8 +27,12 @@ def _cluster(state_dir: Path, ports: list[int], *args: str) -> str:
         "KPR_CLUSTER_PORTS": " ".join(map(str, ports)),
     }
     result = subprocess.run(
-        [str(CLUSTER_SCRIPT), *args], env=environment, capture_output=True, text=True,
-        timeout=180, check=False,
+        [str(CLUSTER_SCRIPT), *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -67,7 +71,12 @@ async def test_pipeline_keeps_running_without_loss_when_a_replica_node_stops(
             assert time.monotonic() < deadline + 60, f"stuck at {committed}"
             await asyncio.sleep(0.2)
         listing = await asyncio.to_thread(
-            node1.ctl, "list_queues", "name", "members", "online", "messages",
+            node1.ctl,
+            "list_queues",
+            "name",
+            "members",
+            "online",
+            "messages",
             "--no-table-headers",
         )
         status = await asyncio.to_thread(_cluster, state_dir, ports, "status")

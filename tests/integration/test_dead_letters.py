@@ -63,8 +63,9 @@ async def test_each_permanent_failure_is_dead_lettered_with_its_reason_and_heade
     its sender gets one signed receipt per rejection."""
     events = generate_events(40, seed=31)
     # The sender may report for every unit but 310000027: that one is spoofing.
-    settings = make_settings(amqp_vhost_url, dev_pki, tmp_path,
-                             grants=["310000035", "310000043", "310000051"])
+    settings = make_settings(
+        amqp_vhost_url, dev_pki, tmp_path, grants=["310000035", "310000043", "310000051"]
+    )
     topology = settings.topology()
     her = settings.register_her_id
     authorised = [e for e in events if e.reporting_unit_org_number != "310000027"]
@@ -87,18 +88,22 @@ async def test_each_permanent_failure_is_dead_lettered_with_its_reason_and_heade
         Reason.MALFORMED: Raw(b"this is not CMS", str(uuid.uuid4()), headers),
         Reason.TOO_LARGE: Raw(b"\x30" * 1_000_001, str(uuid.uuid4()), headers),
         Reason.UNDECRYPTABLE: letter_for(
-            b"{}", signer=dev_pki.sender.signing_identity,
-            recipient=other_pki.register.encryption_certificate, recipient_her_id=her,
+            b"{}",
+            signer=dev_pki.sender.signing_identity,
+            recipient=other_pki.register.encryption_certificate,
+            recipient_her_id=her,
         ),
         Reason.UNTRUSTED_CERTIFICATE: letter_for(
             orjson.dumps(authorised[3].model_dump(mode="json")),
             signer=other_pki.sender.signing_identity,
-            recipient=dev_pki.register.encryption_certificate, recipient_her_id=her,
+            recipient=dev_pki.register.encryption_certificate,
+            recipient_her_id=her,
         ),
         Reason.WRONG_RECIPIENT: letter_for(
             orjson.dumps(authorised[4].model_dump(mode="json")),
             signer=dev_pki.sender.signing_identity,
-            recipient=dev_pki.register.encryption_certificate, recipient_her_id=12345,
+            recipient=dev_pki.register.encryption_certificate,
+            recipient_her_id=12345,
         ),
         Reason.SENDER_NOT_AUTHORISED: sealed_event(unauthorised, dev_pki, register_her_id=her),
         Reason.INVALID_CONTRACT: sealed_event(
@@ -145,9 +150,9 @@ async def test_each_permanent_failure_is_dead_lettered_with_its_reason_and_heade
         receipt = by_original[raw.message_id]
         assert receipt.content_type == RECEIPT_CONTENT_TYPE
         assert receipt.headers["errorCondition"] == reason.national_condition
-        assert receipt.headers["errorDescription"] == dead[raw.message_id].headers[
-            HEADER_DESCRIPTION
-        ]
+        assert (
+            receipt.headers["errorDescription"] == dead[raw.message_id].headers[HEADER_DESCRIPTION]
+        )
 
 
 @pytest.mark.openssl
@@ -173,9 +178,22 @@ async def test_a_rejection_receipt_is_signed_data_that_openssl_verifies(
     signed.write_bytes(receipt.body)
     verified = await asyncio.to_thread(
         subprocess.run,
-        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signed),
-         "-CAfile", str(dev_pki.root_path), "-purpose", "any"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            str(signed),
+            "-CAfile",
+            str(dev_pki.root_path),
+            "-purpose",
+            "any",
+        ],
+        check=True,
+        capture_output=True,
     )
     assert b"Verification successful" in verified.stderr
     content = orjson.loads(verified.stdout)

@@ -73,8 +73,13 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def _kpr(settings: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kpr", *args], env=_env(settings, **extra), cwd=REPO,
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+        [sys.executable, "-m", "kpr", *args],
+        env=_env(settings, **extra),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
     )
 
 
@@ -117,8 +122,16 @@ async def test_listing_leaves_the_queue_as_it_was_and_filters_select(
     assert await depth(amqp_vhost_url, dlq_name) == before == len(raws) + 1
     assert {x["message_id"] for x in listed} == {r.message_id for r in raws} | {"garbage-1"}
     for entry in listed:
-        for key in ("message_id", "reason", "sender_her_id", "dead_lettered_at", "event_type",
-                    "description", "replay_count", "size"):
+        for key in (
+            "message_id",
+            "reason",
+            "sender_her_id",
+            "dead_lettered_at",
+            "event_type",
+            "description",
+            "replay_count",
+            "size",
+        ):
             assert key in entry
     by_id = {x["message_id"]: x for x in listed}
     assert by_id["garbage-1"]["reason"] == "malformed"
@@ -162,10 +175,16 @@ async def test_fixing_the_cause_then_replaying_commits_each_once_and_empties_the
 
     dry = _kpr(settings, "dlq", "replay", "--dry-run", "--json", KPR_AUDIT_LOG=str(audit_path))
     assert orjson.loads(dry.stdout)["replayed"]
-    assert await depth(
-        amqp_vhost_url, topology.dead_letter_queue) == len(raws)
-    result = _kpr(settings, "dlq", "replay", "--operator", "night-shift", "--json",
-                  KPR_AUDIT_LOG=str(audit_path))
+    assert await depth(amqp_vhost_url, topology.dead_letter_queue) == len(raws)
+    result = _kpr(
+        settings,
+        "dlq",
+        "replay",
+        "--operator",
+        "night-shift",
+        "--json",
+        KPR_AUDIT_LOG=str(audit_path),
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(orjson.loads(result.stdout)["replayed"]) == sorted(r.message_id for r in raws)
     counts, summary = await run_consumer(settings, topology, receipts=False, until_idle_s=0.5)
@@ -215,9 +234,7 @@ async def test_a_letter_that_keeps_failing_comes_back_counted_and_stops_at_the_c
     assert [e["message_ids"] for e in audit.entries()] == [[raw.message_id]] * 2 + [[]]
 
 
-async def test_export_show_and_purge(
-    amqp_vhost_url: str, dev_pki: PkiDir, tmp_path: Path
-) -> None:
+async def test_export_show_and_purge(amqp_vhost_url: str, dev_pki: PkiDir, tmp_path: Path) -> None:
     """export writes the still-encrypted bytes and the headers and leaves the queue; show
     prints headers, and the event only with --decrypt (warning on stderr); purge refuses
     without a TTY and without --yes, and with --yes deletes what the filter selects."""
@@ -227,8 +244,15 @@ async def test_export_show_and_purge(
     raws = await _dead_lettered(settings, events, dev_pki, [garbage])
     dlq_name = settings.topology().dead_letter_queue
 
-    exported = _kpr(settings, "dlq", "export", "--out", str(tmp_path / "out"),
-                    "--reason", "sender-not-authorised")
+    exported = _kpr(
+        settings,
+        "dlq",
+        "export",
+        "--out",
+        str(tmp_path / "out"),
+        "--reason",
+        "sender-not-authorised",
+    )
     assert exported.returncode == 0, exported.stderr
     for raw in raws:
         assert (tmp_path / "out" / f"{raw.message_id}.der").read_bytes() == raw.body
@@ -252,8 +276,9 @@ async def test_export_show_and_purge(
     assert "--yes" in refused.stderr
     assert await depth(amqp_vhost_url, dlq_name) == len(raws) + 1
     audit_path = tmp_path / "audit.jsonl"
-    purged = _kpr(settings, "dlq", "purge", "--reason", "malformed", "--yes",
-                  KPR_AUDIT_LOG=str(audit_path))
+    purged = _kpr(
+        settings, "dlq", "purge", "--reason", "malformed", "--yes", KPR_AUDIT_LOG=str(audit_path)
+    )
     assert purged.returncode == 0, purged.stderr
     remaining = {m.message_id for m in await drain(amqp_vhost_url, dlq_name)}
     assert remaining == {r.message_id for r in raws}
@@ -273,14 +298,18 @@ asyncio.run(run_consumer(settings, settings.topology(), until_idle_s=1.0))
 """
 
 
-async def _kill_while_draining(argv: list[str], env: dict[str, str], rng: random.Random,
-                               url: str, queue_name: str) -> int:
+async def _kill_while_draining(
+    argv: list[str], env: dict[str, str], rng: random.Random, url: str, queue_name: str
+) -> int:
     """Start a process and SIGKILL it a random 0-500 ms after the queue starts to shrink
     (i.e. while it is working through it); returns the queue depth after the kill."""
     start = await depth(url, queue_name)
     process = await asyncio.create_subprocess_exec(
-        *argv, env=env, cwd=REPO,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        *argv,
+        env=env,
+        cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     connection = await aio_pika.connect(url)
     async with connection:
@@ -310,8 +339,11 @@ async def test_no_message_is_lost_when_the_consumer_is_killed_while_dead_letteri
     topology = settings.topology()
     events = generate_events(150, seed=45)
     raws = [sealed_event(e, dev_pki, register_her_id=settings.register_her_id) for e in events]
-    good = {r.message_id for r, e in zip(raws, events, strict=True)
-            if e.reporting_unit_org_number in {"310000000", "310000035"}}
+    good = {
+        r.message_id
+        for r, e in zip(raws, events, strict=True)
+        if e.reporting_unit_org_number in {"310000000", "310000035"}
+    }
     rejected = {r.message_id for r in raws} - good
     assert good
     assert rejected
@@ -320,9 +352,11 @@ async def test_no_message_is_lost_when_the_consumer_is_killed_while_dead_letteri
 
     left_after_kills = []
     for _ in range(4):
-        left_after_kills.append(await _kill_while_draining(
-            argv, _env(settings), rng, amqp_vhost_url, topology.work_queue
-        ))
+        left_after_kills.append(
+            await _kill_while_draining(
+                argv, _env(settings), rng, amqp_vhost_url, topology.work_queue
+            )
+        )
     _counts, summary = await run_consumer(settings, topology, until_idle_s=1.0)
 
     print("work queue depth after each kill:", left_after_kills)

@@ -398,8 +398,9 @@ async def test_a_signer_from_a_foreign_ca_is_untrusted_whatever_the_message_embe
     her = settings.register_her_id
     events = generate_events(3, seed=43)
     national_ids = _national_ids(events)
-    foreign = _sealed_by(other_pki.sender.signing_identity, dev_pki, events[0],
-                         recipient_her_id=her)
+    foreign = _sealed_by(
+        other_pki.sender.signing_identity, dev_pki, events[0], recipient_her_id=her
+    )
     forged_chain = _sealed_by(impostor, dev_pki, events[1], recipient_her_id=her)
     await publish_raw(settings.amqp_url, settings.topology(), [foreign, forged_chain])
     await _publish_keeping(settings, events[2:])
@@ -446,23 +447,32 @@ async def test_a_sender_cannot_report_for_a_unit_or_as_a_sender_it_is_not(
     sender = dev_pki.sender
     [honest] = (await _publish_keeping(settings, foreign_unit[:1])).values()
     claims_unit = _sealed_by(
-        sender.signing_identity, dev_pki, foreign_unit[1], recipient_her_id=her,
+        sender.signing_identity,
+        dev_pki,
+        foreign_unit[1],
+        recipient_her_id=her,
         sender=Party(her_id=SENDER_HER_ID, org_number=FOREIGN_UNIT),
     )
-    forged_header = _with_headers(build_sealer(settings).seal(authorised[0]),
-                                  fromHerId=OTHER_SENDER_HER_ID)
+    forged_header = _with_headers(
+        build_sealer(settings).seal(authorised[0]), fromHerId=OTHER_SENDER_HER_ID
+    )
     other_sender = _sealed_by(
-        sender.signing_identity, dev_pki, authorised[1], recipient_her_id=her,
+        sender.signing_identity,
+        dev_pki,
+        authorised[1],
+        recipient_her_id=her,
         sender=Party(her_id=OTHER_SENDER_HER_ID, org_number=sender.info.org_number),
     )
     posing = _sealed_by(
-        sender.signing_identity, dev_pki,
+        sender.signing_identity,
+        dev_pki,
         authorised[3].model_copy(update={"sender_her_id": OTHER_SENDER_HER_ID}),
         recipient_her_id=her,
         sender=Party(her_id=OTHER_SENDER_HER_ID, org_number=sender.info.org_number),
     )
-    await publish_raw(settings.amqp_url, settings.topology(),
-                      [claims_unit, forged_header, other_sender, posing])
+    await publish_raw(
+        settings.amqp_url, settings.topology(), [claims_unit, forged_header, other_sender, posing]
+    )
     await _publish_keeping(settings, authorised[2:3])
 
     counts = await consume(settings, until_idle_s=IDLE_S)

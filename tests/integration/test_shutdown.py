@@ -74,8 +74,13 @@ async def test_sigterm_mid_stream_drains_exits_zero_and_loses_nothing(
     log_file = tmp_path / "consume.log"
     with log_file.open("wb") as log_sink:  # a file, not a pipe: a full pipe would stall it
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kpr", "consume",
-            env=environment, stdout=asyncio.subprocess.PIPE, stderr=log_sink,
+            sys.executable,
+            "-m",
+            "kpr",
+            "consume",
+            env=environment,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_sink,
         )
     try:
         deadline = time.monotonic() + 60
@@ -144,8 +149,14 @@ async def test_sigterm_to_kpr_produce_stops_publishing_and_exits_zero_with_all_s
     log_file = tmp_path / "produce.log"
     with log_file.open("wb") as log_sink:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kpr", "produce", str(source),
-            env=environment, stdout=asyncio.subprocess.PIPE, stderr=log_sink,
+            sys.executable,
+            "-m",
+            "kpr",
+            "produce",
+            str(source),
+            env=environment,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_sink,
         )
     try:
         await asyncio.sleep(4.0)  # start-up, then some publishing

@@ -140,9 +140,7 @@ def _correction(original: Event, kind: CorrectionKind, revision: int, **changes:
 
 async def test_a_correction_before_its_original_waits_for_it(store: SqlStore) -> None:
     """A replace that arrives first creates nothing; with the original it applies."""
-    admission = next(
-        e for e in _stays_and_discharges(20, seed=6) if isinstance(e, KadAdmission)
-    )
+    admission = next(e for e in _stays_and_discharges(20, seed=6) if isinstance(e, KadAdmission))
     later = admission.admitted_at + timedelta(hours=1)
     replace = _correction(admission, CorrectionKind.REPLACE, 2, admitted_at=later)
     await store.apply(_record(replace))
@@ -155,9 +153,7 @@ async def test_a_correction_before_its_original_waits_for_it(store: SqlStore) ->
 
 async def test_a_cancel_removes_the_stay_side_it_names(store: SqlStore) -> None:
     """Cancelling the only side of a stay removes the stay."""
-    admission = next(
-        e for e in _stays_and_discharges(20, seed=7) if isinstance(e, KadAdmission)
-    )
+    admission = next(e for e in _stays_and_discharges(20, seed=7) if isinstance(e, KadAdmission))
     await store.apply(_record(admission))
     await store.apply(_record(_correction(admission, CorrectionKind.CANCEL, 2)))
     assert (await store.all_pathways())[0] == []
@@ -215,11 +211,13 @@ def test_sqlite_store_keeps_no_national_id_anywhere(tmp_path: Path) -> None:
                 await sqlite_store.apply(_record(event))
 
     asyncio.run(fill())
-    data = path.read_bytes() + (path.with_name(path.name + "-wal").read_bytes()
-                                if path.with_name(path.name + "-wal").exists() else b"")
+    data = path.read_bytes() + (
+        path.with_name(path.name + "-wal").read_bytes()
+        if path.with_name(path.name + "-wal").exists()
+        else b""
+    )
     for event in events:
         assert event.person.national_id.encode() not in data
-
 
 
 async def test_concurrent_applies_share_commits_and_a_conflict_fails_alone(

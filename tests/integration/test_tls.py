@@ -218,7 +218,11 @@ def test_tls_settings_refuse_a_plain_url_and_a_key_without_certificate(tmp_path:
         Settings(amqp_url="amqps://h/", amqp_ca_file=ca, amqp_client_key=ca).tls_settings()
     assert Settings().tls_settings() is None
     from_env = Settings.from_env(
-        {"KPR_AMQP_URL": "amqps://h/", "KPR_AMQP_CA_FILE": str(ca),
-         "KPR_AMQP_CLIENT_CERT": "c.pem", "KPR_AMQP_CLIENT_KEY": "c.key"}
+        {
+            "KPR_AMQP_URL": "amqps://h/",
+            "KPR_AMQP_CA_FILE": str(ca),
+            "KPR_AMQP_CLIENT_CERT": "c.pem",
+            "KPR_AMQP_CLIENT_KEY": "c.key",
+        }
     ).tls_settings()
     assert from_env == TlsSettings(ca_file=ca, client_cert=Path("c.pem"), client_key=Path("c.key"))

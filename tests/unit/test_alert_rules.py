@@ -28,20 +28,22 @@ DASHBOARD = ROOT / "infra" / "grafana" / "dashboards" / "kpr.json"
 OPERATIONS = ROOT / "docs" / "OPERATIONS.md"
 
 # The metrics contract (the names the code exports); histograms add _bucket/_sum/_count.
-CONTRACT_COUNTERS_AND_GAUGES = frozenset({
-    "kpr_producer_messages_total",
-    "kpr_consumer_messages_total",
-    "kpr_consumer_dead_letters_total",
-    "kpr_crypto_failures_total",
-    "kpr_queue_messages",
-    "kpr_last_commit_timestamp_seconds",
-    "kpr_pathway_stays",
-    "kpr_pathway_incomplete_stays_overdue",
-    "kpr_pathway_consultations",
-    "kpr_consumer_ready",
-    "kpr_certificate_expiry_timestamp_seconds",
-    "kpr_producer_in_flight",
-})
+CONTRACT_COUNTERS_AND_GAUGES = frozenset(
+    {
+        "kpr_producer_messages_total",
+        "kpr_consumer_messages_total",
+        "kpr_consumer_dead_letters_total",
+        "kpr_crypto_failures_total",
+        "kpr_queue_messages",
+        "kpr_last_commit_timestamp_seconds",
+        "kpr_pathway_stays",
+        "kpr_pathway_incomplete_stays_overdue",
+        "kpr_pathway_consultations",
+        "kpr_consumer_ready",
+        "kpr_certificate_expiry_timestamp_seconds",
+        "kpr_producer_in_flight",
+    }
+)
 CONTRACT_HISTOGRAMS = frozenset({"kpr_consumer_processing_seconds", "kpr_end_to_end_seconds"})
 CONTRACT_METRICS = CONTRACT_COUNTERS_AND_GAUGES | {
     f"{name}{suffix}" for name in CONTRACT_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")
@@ -52,16 +54,46 @@ CONTRACT_LABEL_VALUES = {
     ("kpr_queue_messages", "queue"): {"work", "dead_letter"},
     ("kpr_pathway_stays", "state"): {"complete", "incomplete"},
     ("kpr_certificate_expiry_timestamp_seconds", "certificate"): {
-        "signing", "decryption", "decryption_previous", "trust_root", "trust_intermediate",
+        "signing",
+        "decryption",
+        "decryption_previous",
+        "trust_root",
+        "trust_intermediate",
     },
     ("kpr_consumer_dead_letters_total", "reason"): {reason.value for reason in Reason},
 }
 
-PROMQL_WORDS = frozenset({
-    "sum", "max", "min", "avg", "count", "by", "without", "and", "or", "unless", "on",
-    "ignoring", "group_left", "group_right", "rate", "increase", "irate", "deriv", "time",
-    "histogram_quantile", "bool", "offset", "le", "abs", "clamp_min", "clamp_max", "vector",
-})
+PROMQL_WORDS = frozenset(
+    {
+        "sum",
+        "max",
+        "min",
+        "avg",
+        "count",
+        "by",
+        "without",
+        "and",
+        "or",
+        "unless",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "rate",
+        "increase",
+        "irate",
+        "deriv",
+        "time",
+        "histogram_quantile",
+        "bool",
+        "offset",
+        "le",
+        "abs",
+        "clamp_min",
+        "clamp_max",
+        "vector",
+    }
+)
 
 
 def _promtool() -> str | None:
@@ -128,7 +160,10 @@ def test_promtool_rule_unit_tests_pass() -> None:
         pytest.skip("promtool not installed (apt-get install prometheus)")
     result = subprocess.run(
         [promtool, "test", "rules", "alerts_test.yml"],
-        cwd=PROMETHEUS_DIR, capture_output=True, text=True, check=False,
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -140,7 +175,10 @@ def test_promtool_accepts_the_prometheus_config() -> None:
         pytest.skip("promtool not installed (apt-get install prometheus)")
     result = subprocess.run(
         [promtool, "check", "config", "prometheus.yml"],
-        cwd=PROMETHEUS_DIR, capture_output=True, text=True, check=False,
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -193,6 +231,10 @@ def test_required_alerts_exist() -> None:
     """The alerts operations asked for are all there."""
     names = {rule["alert"] for rule in _rules()}
     assert {
-        "KprConsumerDown", "KprConsumerNotReady", "KprDeadLettersGrowing",
-        "KprWorkQueueGrowing", "KprSenderSilent", "KprCertificateExpiringSoon",
+        "KprConsumerDown",
+        "KprConsumerNotReady",
+        "KprDeadLettersGrowing",
+        "KprWorkQueueGrowing",
+        "KprSenderSilent",
+        "KprCertificateExpiringSoon",
     } <= names

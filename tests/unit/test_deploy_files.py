@@ -174,7 +174,9 @@ def test_docker_compose_config_accepts_the_file() -> None:
         pytest.skip("no docker compose plugin here; the structure tests below still run")
     result = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE), "config", "-q"],  # type: ignore[list-item]
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
@@ -279,8 +281,11 @@ def test_definitions_declare_every_topology_exchange_and_binding() -> None:
     definitions = _definitions()
     exchanges = {exchange["name"]: exchange for exchange in definitions["exchanges"]}
     expected_exchanges = {
-        TOPOLOGY.work_exchange, TOPOLOGY.dead_letter_exchange, TOPOLOGY.retry_exchange,
-        TOPOLOGY.receipt_exchange, *(TOPOLOGY.inbound_exchange(s) for s in SENDERS),
+        TOPOLOGY.work_exchange,
+        TOPOLOGY.dead_letter_exchange,
+        TOPOLOGY.retry_exchange,
+        TOPOLOGY.receipt_exchange,
+        *(TOPOLOGY.inbound_exchange(s) for s in SENDERS),
     }
     assert set(exchanges) == expected_exchanges
     assert all(e["type"] == "direct" and e["durable"] for e in exchanges.values())
@@ -290,14 +295,21 @@ def test_definitions_declare_every_topology_exchange_and_binding() -> None:
     }
     expected = {
         (TOPOLOGY.work_exchange, TOPOLOGY.work_queue, "queue", TOPOLOGY.routing_key),
-        (TOPOLOGY.dead_letter_exchange, TOPOLOGY.dead_letter_queue, "queue",
-         TOPOLOGY.dead_letter_queue),
-        *((TOPOLOGY.retry_exchange, TOPOLOGY.retry_queue(t), "queue", TOPOLOGY.retry_queue(t))
-          for t in range(len(TOPOLOGY.retry_delays_s))),
-        *((TOPOLOGY.inbound_exchange(s), TOPOLOGY.work_exchange, "exchange", TOPOLOGY.routing_key)
-          for s in SENDERS),
-        *((TOPOLOGY.receipt_exchange, TOPOLOGY.receipt_queue(s), "queue", str(s))
-          for s in SENDERS),
+        (
+            TOPOLOGY.dead_letter_exchange,
+            TOPOLOGY.dead_letter_queue,
+            "queue",
+            TOPOLOGY.dead_letter_queue,
+        ),
+        *(
+            (TOPOLOGY.retry_exchange, TOPOLOGY.retry_queue(t), "queue", TOPOLOGY.retry_queue(t))
+            for t in range(len(TOPOLOGY.retry_delays_s))
+        ),
+        *(
+            (TOPOLOGY.inbound_exchange(s), TOPOLOGY.work_exchange, "exchange", TOPOLOGY.routing_key)
+            for s in SENDERS
+        ),
+        *((TOPOLOGY.receipt_exchange, TOPOLOGY.receipt_queue(s), "queue", str(s)) for s in SENDERS),
     }
     assert bindings == expected
 
@@ -328,10 +340,16 @@ def test_sender_permissions_reach_only_its_own_names() -> None:
     """A sender configures nothing, writes only kpr.in.{id}, reads only {id}_error."""
     permissions = _permissions()
     names = [
-        TOPOLOGY.work_exchange, TOPOLOGY.work_queue, TOPOLOGY.dead_letter_queue,
-        TOPOLOGY.dead_letter_exchange, TOPOLOGY.retry_exchange, TOPOLOGY.receipt_exchange,
+        TOPOLOGY.work_exchange,
+        TOPOLOGY.work_queue,
+        TOPOLOGY.dead_letter_queue,
+        TOPOLOGY.dead_letter_exchange,
+        TOPOLOGY.retry_exchange,
+        TOPOLOGY.receipt_exchange,
         *(TOPOLOGY.inbound_exchange(s) for s in SENDERS),
-        *(TOPOLOGY.receipt_queue(s) for s in SENDERS), "amq.gen-x", "kpr.in.900011",
+        *(TOPOLOGY.receipt_queue(s) for s in SENDERS),
+        "amq.gen-x",
+        "kpr.in.900011",
     ]
     for sender in SENDERS:
         entry = permissions[f"sender-{sender}"]
@@ -416,7 +434,8 @@ def test_consumer_deployment_probes_replicas_and_grace() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     config = next(
-        m for m in _manifests()
+        m
+        for m in _manifests()
         if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "kpr-consumer"
     )
     assert config["data"]["KPR_METRICS_PORT"] == "9464"
@@ -467,10 +486,15 @@ def test_dashboard_has_the_panels_operations_read() -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for metric in (
-        "kpr_consumer_messages_total", "kpr_consumer_dead_letters_total",
-        "kpr_consumer_processing_seconds_bucket", "kpr_end_to_end_seconds_bucket",
-        "kpr_queue_messages", "kpr_last_commit_timestamp_seconds", "kpr_pathway_stays",
-        "kpr_consumer_ready", "kpr_certificate_expiry_timestamp_seconds",
+        "kpr_consumer_messages_total",
+        "kpr_consumer_dead_letters_total",
+        "kpr_consumer_processing_seconds_bucket",
+        "kpr_end_to_end_seconds_bucket",
+        "kpr_queue_messages",
+        "kpr_last_commit_timestamp_seconds",
+        "kpr_pathway_stays",
+        "kpr_consumer_ready",
+        "kpr_certificate_expiry_timestamp_seconds",
     ):
         assert metric in exprs, metric
     assert "histogram_quantile(0.99" in exprs

@@ -100,10 +100,14 @@ def test_a_huge_value_in_a_known_field_is_a_violation_without_echoing_it(
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -130,8 +134,7 @@ def test_a_field_of_the_wrong_type_is_a_violation_or_still_valid(
 @settings(max_examples=200, deadline=None)
 @given(
     which=st.integers(0, len(VALID_JSON) - 1),
-    extra=st.dictionaries(st.text(min_size=1, max_size=30), json_values, min_size=1,
-                          max_size=3),
+    extra=st.dictionaries(st.text(min_size=1, max_size=30), json_values, min_size=1, max_size=3),
 )
 def test_extra_fields_are_refused(which: int, extra: dict[str, Any]) -> None:
     """Fields the contract does not name are refused (extra="forbid"), whatever their name."""

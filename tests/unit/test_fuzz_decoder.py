@@ -126,8 +126,9 @@ def test_the_opener_rejects_pathological_der_the_same_way(opener: Opener, data: 
     assert isinstance(rejection, MalformedMessage)
 
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=4096))
 def test_random_bytes_at_the_opener_are_rejected(opener: Opener, data: bytes) -> None:
     """Random bytes through the whole open step: a Rejected subclass, nothing else."""
@@ -135,11 +136,13 @@ def test_random_bytes_at_the_opener_are_rejected(opener: Opener, data: bytes) ->
         opener.open(data, message_id="m-1", from_her_id=90001)
 
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
-    prefix=st.sampled_from([b"\x30\x80", b"\x30\x84\xff\xff\xff\xff", b"\x30\x82\x10\x00",
-                            content_info(b"")[:-2]]),
+    prefix=st.sampled_from(
+        [b"\x30\x80", b"\x30\x84\xff\xff\xff\xff", b"\x30\x82\x10\x00", content_info(b"")[:-2]]
+    ),
     tail=st.binary(max_size=2048),
 )
 def test_der_shaped_prefixes_with_random_tails_are_rejected(
@@ -151,18 +154,32 @@ def test_der_shaped_prefixes_with_random_tails_are_rejected(
 
 
 def _sealed_letter(pki: PkiDir, content: bytes) -> bytes:
-    return seal(content, signer=pki.sender.signing_identity,
-                recipient=pki.register.encryption_certificate)
+    return seal(
+        content, signer=pki.sender.signing_identity, recipient=pki.register.encryption_certificate
+    )
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(garbage=st.one_of(
-    st.binary(max_size=512),
-    st.text(max_size=256).map(str.encode),
-    st.sampled_from([b"null", b"[]", b"1e308", b"\"x\"", b"{}", b"[" * 2000 + b"]" * 2000,
-                     b"{\"a\":" * 2000 + b"1" + b"}" * 2000, b"9" * 5000]),
-))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    garbage=st.one_of(
+        st.binary(max_size=512),
+        st.text(max_size=256).map(str.encode),
+        st.sampled_from(
+            [
+                b"null",
+                b"[]",
+                b"1e308",
+                b'"x"',
+                b"{}",
+                b"[" * 2000 + b"]" * 2000,
+                b'{"a":' * 2000 + b"1" + b"}" * 2000,
+                b"9" * 5000,
+            ]
+        ),
+    )
+)
 def test_valid_cms_with_garbage_inside_is_malformed(
     opener: Opener, dev_pki: PkiDir, garbage: bytes
 ) -> None:
@@ -174,11 +191,14 @@ def test_valid_cms_with_garbage_inside_is_malformed(
     assert isinstance(rejection, MalformedMessage)
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(extra=st.dictionaries(st.text(min_size=1, max_size=20), st.integers(-(2**63), 2**63 - 1),
-                             min_size=1,
-                             max_size=3))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    extra=st.dictionaries(
+        st.text(min_size=1, max_size=20), st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=3
+    )
+)
 def test_a_letter_with_a_valid_event_and_extra_letter_fields_is_malformed(
     opener: Opener, dev_pki: PkiDir, extra: dict[str, int]
 ) -> None:
@@ -188,10 +208,14 @@ def test_a_letter_with_a_valid_event_and_extra_letter_fields_is_malformed(
     [event] = generate_events(1, seed=7)
     org = org_number_of(dev_pki.sender.signing_identity.certificate)
     assert org is not None
-    letter = orjson.loads(encode_letter(
-        message_id="m-1", sender=Party(her_id=event.sender_her_id, org_number=org),
-        recipient_her_id=OWN_HER_ID, event_json=orjson.dumps(event.model_dump(mode="json")),
-    ))
+    letter = orjson.loads(
+        encode_letter(
+            message_id="m-1",
+            sender=Party(her_id=event.sender_her_id, org_number=org),
+            recipient_her_id=OWN_HER_ID,
+            event_json=orjson.dumps(event.model_dump(mode="json")),
+        )
+    )
     extra = {key: value for key, value in extra.items() if key not in letter}
     if not extra:
         return

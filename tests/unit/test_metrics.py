@@ -135,10 +135,13 @@ def test_a_contract_violation_is_a_dead_letter_but_not_a_crypto_failure(
     for reason in (Reason.INVALID_CONTRACT, Reason.SENDER_NOT_AUTHORISED, Reason.TOO_LARGE):
         metrics.observe_outcome(Outcome(Disposition.DEAD_LETTER, reason), 0.002)
     assert value(registry, "kpr_consumer_dead_letters_total", reason="invalid-contract") == 1
-    assert sum(
-        value(registry, "kpr_crypto_failures_total", **{"class": c.value})
-        for c in CryptoFailureClass
-    ) == 0
+    assert (
+        sum(
+            value(registry, "kpr_crypto_failures_total", **{"class": c.value})
+            for c in CryptoFailureClass
+        )
+        == 0
+    )
     assert set(CRYPTO_FAILURE_CLASS.values()) == set(CryptoFailureClass)
 
 
@@ -165,9 +168,10 @@ def test_retries_requeues_gauges_and_pathway_counts(
     assert value(registry, "kpr_pathway_stays", state="incomplete") == 2
     assert value(registry, "kpr_pathway_incomplete_stays_overdue") == 1
     assert value(registry, "kpr_pathway_consultations") == 3
-    assert value(
-        registry, "kpr_certificate_expiry_timestamp_seconds", certificate="decryption"
-    ) == certificate.not_valid_after_utc.timestamp()
+    assert (
+        value(registry, "kpr_certificate_expiry_timestamp_seconds", certificate="decryption")
+        == certificate.not_valid_after_utc.timestamp()
+    )
 
 
 def test_the_exposition_carries_no_event_or_message_id(
@@ -178,8 +182,16 @@ def test_the_exposition_carries_no_event_or_message_id(
     text = generate_latest(registry).decode()
     assert EVENT_ID not in text
     label_names = set(re.findall(r"[{,](\w+)=", text))
-    assert label_names <= {"outcome", "reason", "class", "queue", "sender_her_id", "state",
-                           "certificate", "le"}
+    assert label_names <= {
+        "outcome",
+        "reason",
+        "class",
+        "queue",
+        "sender_her_id",
+        "state",
+        "certificate",
+        "le",
+    }
 
 
 def test_two_consumer_metrics_on_one_registry_are_refused(registry: CollectorRegistry) -> None:
@@ -211,9 +223,7 @@ def test_each_publish_is_published_then_exactly_one_outcome(
     assert value(registry, "kpr_producer_messages_total", outcome="published") == 1
     assert value(registry, "kpr_producer_messages_total", outcome=outcome.value) == 1
     others = [o for o in ProducerOutcome if o not in (outcome, ProducerOutcome.PUBLISHED)]
-    assert all(
-        value(registry, "kpr_producer_messages_total", outcome=o.value) == 0 for o in others
-    )
+    assert all(value(registry, "kpr_producer_messages_total", outcome=o.value) == 0 for o in others)
 
 
 async def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -268,16 +278,27 @@ async def test_a_readiness_check_that_hangs_or_raises_is_not_ready(
     assert await server.readiness_problems() == ["readiness check failed: OSError"]
 
 
-CONTRACT_NAMES = frozenset({
-    "kpr_producer_messages_total", "kpr_consumer_messages_total",
-    "kpr_consumer_dead_letters_total", "kpr_crypto_failures_total", "kpr_queue_messages",
-    "kpr_last_commit_timestamp_seconds", "kpr_pathway_stays",
-    "kpr_pathway_incomplete_stays_overdue", "kpr_pathway_consultations", "kpr_consumer_ready",
-    "kpr_certificate_expiry_timestamp_seconds", "kpr_producer_in_flight",
-    *(f"{histogram}{suffix}"
-      for histogram in ("kpr_consumer_processing_seconds", "kpr_end_to_end_seconds")
-      for suffix in ("_bucket", "_sum", "_count")),
-})
+CONTRACT_NAMES = frozenset(
+    {
+        "kpr_producer_messages_total",
+        "kpr_consumer_messages_total",
+        "kpr_consumer_dead_letters_total",
+        "kpr_crypto_failures_total",
+        "kpr_queue_messages",
+        "kpr_last_commit_timestamp_seconds",
+        "kpr_pathway_stays",
+        "kpr_pathway_incomplete_stays_overdue",
+        "kpr_pathway_consultations",
+        "kpr_consumer_ready",
+        "kpr_certificate_expiry_timestamp_seconds",
+        "kpr_producer_in_flight",
+        *(
+            f"{histogram}{suffix}"
+            for histogram in ("kpr_consumer_processing_seconds", "kpr_end_to_end_seconds")
+            for suffix in ("_bucket", "_sum", "_count")
+        ),
+    }
+)
 
 
 def test_the_exported_series_are_exactly_the_metrics_contract(dev_pki: PkiDir) -> None:

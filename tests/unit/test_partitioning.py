@@ -121,7 +121,9 @@ def test_partitioned_topology_names_and_arguments() -> None:
     single-active-consumer; the exchange hashes the partition header."""
     topology = Topology(partitions=3, prefix="x.")
     assert topology.partition_queues == (
-        "x.8133973_async.p0", "x.8133973_async.p1", "x.8133973_async.p2",
+        "x.8133973_async.p0",
+        "x.8133973_async.p1",
+        "x.8133973_async.p2",
     )
     assert topology.consume_queues == topology.partition_queues
     assert topology.partition_exchange == "x.kpr.partitions"
@@ -137,8 +139,13 @@ def test_partitioned_topology_names_and_arguments() -> None:
 def test_sealed_message_carries_the_token_only_when_set() -> None:
     """The header is present with a partition key and absent without one."""
     fields: dict[str, Any] = {
-        "message_id": "m", "body": b"", "event_id": "e", "event_type": "kad.admission",
-        "sender_her_id": 1, "recipient_her_id": 2, "created_at": datetime.now(UTC),
+        "message_id": "m",
+        "body": b"",
+        "event_id": "e",
+        "event_type": "kad.admission",
+        "sender_her_id": 1,
+        "recipient_her_id": 2,
+        "created_at": datetime.now(UTC),
     }
     assert PARTITION_HEADER not in SealedMessage(**fields).headers()
     headers = SealedMessage(**fields, partition_key="0a1b2c3d").headers()

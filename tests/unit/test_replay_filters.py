@@ -69,8 +69,15 @@ def test_describe_reads_a_broker_dead_letter_as_delivery_limit() -> None:
         "fromHerId": 90001,
         "eventType": "hst.consultation",
         "x-first-death-reason": "delivery_limit",
-        "x-death": [{"reason": "delivery_limit", "queue": "8133973_async", "count": 1,
-                     "time": death_time, "exchange": "kpr.events"}],
+        "x-death": [
+            {
+                "reason": "delivery_limit",
+                "queue": "8133973_async",
+                "count": 1,
+                "time": death_time,
+                "exchange": "kpr.events",
+            }
+        ],
     }
     info = describe(headers, message_id="m-2", size=5)
     assert info.reason == Reason.DELIVERY_LIMIT.value
@@ -86,8 +93,10 @@ def test_describe_uses_the_latest_broker_death_for_a_retried_then_poisoned_messa
     the first death says 'expired', the latest (first in x-death) decides."""
     headers = {
         "x-first-death-reason": "expired",
-        "x-death": [{"reason": "delivery_limit", "queue": "q_async", "count": 1},
-                    {"reason": "expired", "queue": "kpr.retry.0", "count": 1}],
+        "x-death": [
+            {"reason": "delivery_limit", "queue": "q_async", "count": 1},
+            {"reason": "expired", "queue": "kpr.retry.0", "count": 1},
+        ],
     }
     assert describe(headers, message_id="m", size=1).reason == "delivery-limit"
 
@@ -159,16 +168,18 @@ def test_count_by_reason_orders_by_count_then_name() -> None:
 def test_a_replayed_copy_keeps_the_senders_headers_and_raises_the_count() -> None:
     """Failure headers and the broker's x-death family stay behind; fromHerId and the
     other sender headers travel; the replay count goes up by one."""
-    headers = _ours(**{
-        HEADER_REPLAY_COUNT: 1,
-        HEADER_ATTEMPT: 3,
-        HEADER_RETRY_HISTORY: ["..."],
-        "x-death": [{"reason": "delivery_limit"}],
-        "x-first-death-reason": "delivery_limit",
-        "x-first-death-queue": "q",
-        "x-last-death-reason": "delivery_limit",
-        "x-delivery-count": 2,
-    })
+    headers = _ours(
+        **{
+            HEADER_REPLAY_COUNT: 1,
+            HEADER_ATTEMPT: 3,
+            HEADER_RETRY_HISTORY: ["..."],
+            "x-death": [{"reason": "delivery_limit"}],
+            "x-first-death-reason": "delivery_limit",
+            "x-first-death-queue": "q",
+            "x-last-death-reason": "delivery_limit",
+            "x-delivery-count": 2,
+        }
+    )
     copy = replay_headers(headers)
     assert copy == {"fromHerId": 90001, "eventType": "kad.admission", HEADER_REPLAY_COUNT: 2}
     assert not FAILURE_HEADERS & copy.keys()
@@ -178,14 +189,22 @@ def test_a_replayed_copy_keeps_the_senders_headers_and_raises_the_count() -> Non
 def test_a_receipt_names_the_national_error_condition_and_holds_no_content() -> None:
     """The receipt JSON: ids, type, reason, national condition, our description, time."""
     receipt = Receipt.for_rejection(
-        original_message_id="m-1", reason=Reason.SENDER_NOT_AUTHORISED,
+        original_message_id="m-1",
+        reason=Reason.SENDER_NOT_AUTHORISED,
         description="organisation 310000000 may not report for 310000027",
-        event_id="e-1", event_type="kad.admission", rejected_at=WHEN,
+        event_id="e-1",
+        event_type="kad.admission",
+        rejected_at=WHEN,
     )
     assert receipt.error_condition == "abuse:spoofing-attack"
     assert set(receipt.model_dump()) == {
-        "original_message_id", "event_id", "event_type", "reason", "error_condition",
-        "description", "rejected_at",
+        "original_message_id",
+        "event_id",
+        "event_type",
+        "reason",
+        "error_condition",
+        "description",
+        "rejected_at",
     }
     assert b'"reason":"sender-not-authorised"' in receipt.to_json()
 
