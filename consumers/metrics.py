@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from consumers.processing import Disposition, Outcome
 from consumers.store import StoreSummary
 from contracts.errors import Reason
+from contracts.metrics import CertificateExpiry, CertificateRole
 
 __all__ = [
     "CRYPTO_FAILURE_CLASS",
@@ -85,17 +86,6 @@ class QueueRole(StrEnum):
 
     WORK = "work"
     DEAD_LETTER = "dead_letter"
-
-
-@unique
-class CertificateRole(StrEnum):
-    """The ``certificate`` label of ``kpr_certificate_expiry_timestamp_seconds``."""
-
-    SIGNING = "signing"
-    DECRYPTION = "decryption"
-    DECRYPTION_PREVIOUS = "decryption_previous"
-    TRUST_ROOT = "trust_root"
-    TRUST_INTERMEDIATE = "trust_intermediate"
 
 
 PROCESSING_BUCKETS_S: Final = (
@@ -206,12 +196,7 @@ class ConsumerMetrics:
             "1 when connected to broker and store and the consumer is active, else 0.",
             registry=registry,
         )
-        self.certificate_expiry = Gauge(
-            "kpr_certificate_expiry_timestamp_seconds",
-            "Unix time at which a configured certificate expires.",
-            ["certificate"],
-            registry=registry,
-        )
+        self.certificate_expiry = CertificateExpiry(registry)
         for outcome in ConsumerOutcome:
             self.messages.labels(outcome=outcome.value)
         for reason in Reason:
@@ -258,6 +243,4 @@ class ConsumerMetrics:
             self.pathway_incomplete_overdue.set(overdue)
 
     def set_certificate_expiry(self, role: CertificateRole, certificate: x509.Certificate) -> None:
-        self.certificate_expiry.labels(certificate=role.value).set(
-            certificate.not_valid_after_utc.timestamp()
-        )
+        self.certificate_expiry.set(role, certificate)

@@ -14,6 +14,7 @@ from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from contracts.errors import ConfirmTimeout, PublishFailed, PublishNacked, Unroutable
+from contracts.metrics import CertificateExpiry, CertificateRole
 
 __all__ = ["ProducerMetrics", "ProducerOutcome", "producer_outcome_of"]
 
@@ -58,12 +59,7 @@ class ProducerMetrics:
             "Publishes sent and not yet confirmed, returned or nacked.",
             registry=registry,
         )
-        self.certificate_expiry = Gauge(
-            "kpr_certificate_expiry_timestamp_seconds",
-            "Unix time at which a configured certificate expires.",
-            ["certificate"],
-            registry=registry,
-        )
+        self.certificate_expiry = CertificateExpiry(registry)
         for outcome in ProducerOutcome:
             self.messages.labels(outcome=outcome.value)
 
@@ -78,6 +74,4 @@ class ProducerMetrics:
         self.messages.labels(outcome=producer_outcome_of(error).value).inc()
 
     def set_signing_certificate_expiry(self, certificate: x509.Certificate) -> None:
-        self.certificate_expiry.labels(certificate="signing").set(
-            certificate.not_valid_after_utc.timestamp()
-        )
+        self.certificate_expiry.set(CertificateRole.SIGNING, certificate)
