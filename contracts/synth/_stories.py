@@ -1,23 +1,6 @@
-"""Deterministic synthetic events for the demo, the tests and the benchmarks (``kpr synth``).
-
-Everything comes from one ``random.Random(seed)``: the same arguments give the same
-events, byte for byte. Times lie between 2017-01-01 and ``until`` (a fixed default, so
-output does not drift with the clock). Identities are synthetic only (Tenor form,
-month + 80), so no generated record can be a real person; the events validate in the
-``test`` environment and are refused in production.
-
-What is generated:
-
-- KAD/ØHD stays (admission, then discharge unless the stay is still open at ``until``)
-  with plausible ICPC-2 or ICD-10 diagnoses, referral and discharge categories, and
-  inter-municipal units;
-- HST histories: children following the child-health-station programme with realistic
-  gaps (missed, cancelled, skipped consultations), school consultations, antenatal
-  and postnatal care, youth-clinic visits;
-- on request, a share of corrections (replace, supplement, cancel of an earlier event),
-  exact duplicates (the same event sent twice) and, only in :func:`generate_lines`,
-  defective records that break one named rule each.
-"""
+"""The story generator: one person's stay, child-health programme, pregnancy or
+youth-clinic visit at a time, as raw event dictionaries (which
+:func:`contracts.synth.generate_events` validates)."""
 
 from __future__ import annotations
 
@@ -25,19 +8,9 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from typing import Any
 from uuid import UUID
 
-import orjson
-
-from contracts.events import (
-    Environment,
-    HstConsultation,
-    KadAdmission,
-    KadDischarge,
-    encode_event,
-    parse_event,
-)
 from contracts.events.codes import (
     Assessment,
     BreastfeedingStatus,
@@ -55,117 +28,24 @@ from contracts.events.codes import (
     Theme,
 )
 from contracts.events.identifiers import synthetic_national_id
-
-__all__ = [
-    "DEFAULT_SENDER_HER_ID",
-    "DEFAULT_SENDER_ORG_NUMBER",
-    "DEFAULT_UNIT_ORG_NUMBERS",
-    "DEFAULT_UNTIL",
-    "EVENT_KINDS",
-    "SynthOptions",
-    "generate_events",
-    "generate_lines",
-]
-
-Event = KadAdmission | KadDischarge | HstConsultation
-
-DEFAULT_SENDER_HER_ID: Final = 90001
-DEFAULT_SENDER_ORG_NUMBER: Final = "310000000"
-#: Valid (mod-11) test organisation numbers in the 31x range, which is never assigned.
-DEFAULT_UNIT_ORG_NUMBERS: Final = ("310000000", "310000027", "310000035", "310000043", "310000051")
-#: The end of the generated period: fixed, so the output for a seed never changes.
-DEFAULT_UNTIL: Final = datetime(2026, 6, 30, 22, 0, tzinfo=UTC)
-EARLIEST: Final = datetime(2017, 1, 1, 8, 0, tzinfo=UTC)
-EVENT_KINDS: Final = frozenset({"kad", "hst"})
-
-# Service municipalities per unit, by position; a tuple of several is an inter-municipal unit.
-_UNIT_MUNICIPALITIES: Final = (
-    ("0301",),
-    ("4601", "4627", "4626"),
-    ("5001", "5028", "5031"),
-    ("3403", "3411", "3412", "3413"),
-    ("1103", "1108", "1124"),
-    ("5501",),
-    ("1804", "1841"),
-)
-_SOURCE_SYSTEMS: Final = (
-    "Visma HsPro 8.4",
-    "EG Infodoc 2025.2",
-    "CGM Helsestasjon 4.1",
-    "DIPS Arena 24",
+from contracts.synth._tables import (
+    CHILD_PROGRAMME,
+    DEFAULT_SENDER_HER_ID,
+    DEFAULT_SENDER_ORG_NUMBER,
+    DEFAULT_UNIT_ORG_NUMBERS,
+    DEFAULT_UNTIL,
+    DISCHARGED_TO,
+    EARLIEST,
+    EVENT_KINDS,
+    KAD_DIAGNOSES,
+    REFERRED_BY,
+    SCHOOL_PROGRAMME,
+    SOURCE_SYSTEMS,
+    STATUSES,
+    UNIT_MUNICIPALITIES,
 )
 
-_KAD_DIAGNOSES: Final = (
-    ("ICPC-2", "R81"),
-    ("ICPC-2", "U71"),
-    ("ICPC-2", "K77"),
-    ("ICPC-2", "R95"),
-    ("ICPC-2", "D73"),
-    ("ICPC-2", "S76"),
-    ("ICPC-2", "P76"),
-    ("ICPC-2", "A03"),
-    ("ICPC-2", "K78"),
-    ("ICPC-2", "T90"),
-    ("ICPC-2", "-31"),
-    ("ICD-10", "J18.9"),
-    ("ICD-10", "N390"),
-    ("ICD-10", "I509"),
-    ("ICD-10", "J441"),
-    ("ICD-10", "A099"),
-    ("ICD-10", "L039"),
-    ("ICD-10", "E119"),
-    ("ICD-10", "F329"),
-    ("ICD-10", "R074"),
-    ("ICD-10", "I489"),
-    ("ICD-10", "R55"),
-)
-_REFERRED_BY: Final = (
-    (CounterpartCategory.EMERGENCY_PRIMARY_CARE, 5),
-    (CounterpartCategory.GENERAL_PRACTITIONER, 4),
-    (CounterpartCategory.HOSPITAL, 2),
-    (CounterpartCategory.NURSING_HOME, 1),
-    (CounterpartCategory.HOME_WITH_HOME_CARE, 1),
-)
-_DISCHARGED_TO: Final = (
-    (CounterpartCategory.HOME, 10),
-    (CounterpartCategory.HOME_WITH_HOME_CARE, 4),
-    (CounterpartCategory.NURSING_HOME, 2),
-    (CounterpartCategory.HOSPITAL, 3),
-    (CounterpartCategory.DIED, 1),
-)
-# The child-health-station programme: consultation and age in days at which it falls due.
-_CHILD_PROGRAMME: Final = (
-    (ProgrammeConsultation.HOME_VISIT_7_10_DAYS, 8),
-    (ProgrammeConsultation.WEEKS_4, 28),
-    (ProgrammeConsultation.WEEKS_6, 42),
-    (ProgrammeConsultation.MONTHS_2, 61),
-    (ProgrammeConsultation.MONTHS_3, 91),
-    (ProgrammeConsultation.MONTHS_4, 122),
-    (ProgrammeConsultation.MONTHS_5, 152),
-    (ProgrammeConsultation.MONTHS_6, 183),
-    (ProgrammeConsultation.MONTHS_8, 244),
-    (ProgrammeConsultation.MONTHS_10, 304),
-    (ProgrammeConsultation.MONTHS_12, 365),
-    (ProgrammeConsultation.MONTHS_15, 456),
-    (ProgrammeConsultation.MONTHS_17_18, 532),
-    (ProgrammeConsultation.YEARS_2, 730),
-    (ProgrammeConsultation.YEARS_4, 1461),
-)
-# School consultations and the age in years at which they fall (school start at 6).
-_SCHOOL_PROGRAMME: Final = (
-    (ProgrammeConsultation.SCHOOL_START, 6),
-    (ProgrammeConsultation.GRADE_3, 8),
-    (ProgrammeConsultation.GRADE_6, 11),
-    (ProgrammeConsultation.GRADE_8, 13),
-    (ProgrammeConsultation.GRADE_10, 15),
-    (ProgrammeConsultation.UPPER_SECONDARY_1, 16),
-)
-_STATUSES: Final = (
-    (ConsultationStatus.COMPLETED, 88),
-    (ConsultationStatus.DID_NOT_ATTEND, 5),
-    (ConsultationStatus.CANCELLED_BY_SERVICE, 3),
-    (ConsultationStatus.CANCELLED_BY_USER, 4),
-)
+__all__ = ["Generator", "SynthOptions", "raw_events"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +73,7 @@ class SynthOptions:
 
 
 @dataclass(slots=True)
-class _Generator:
+class Generator:
     rng: random.Random
     options: SynthOptions
     serial: int = 0
@@ -229,7 +109,7 @@ class _Generator:
                 self.people.add(national_id)
                 break
         unit_index = self.rng.randrange(len(self.options.unit_org_numbers))
-        home = self.rng.choice(_UNIT_MUNICIPALITIES[unit_index % len(_UNIT_MUNICIPALITIES)])
+        home = self.rng.choice(UNIT_MUNICIPALITIES[unit_index % len(UNIT_MUNICIPALITIES)])
         return {
             "national_id": national_id,
             "sex": "female" if is_female else "male",
@@ -249,7 +129,7 @@ class _Generator:
             "revision": 1,
             "correction": CorrectionKind.ORIGINAL.value,
             "corrects_event_id": None,
-            "source_system": self.rng.choice(_SOURCE_SYSTEMS),
+            "source_system": self.rng.choice(SOURCE_SYSTEMS),
             "sender_her_id": self.options.sender_her_id,
             "sender_org_number": self.options.sender_org_number,
             "registered_at": registered_at.isoformat(),
@@ -262,13 +142,13 @@ class _Generator:
 
     def unit(self, unit_index: int) -> tuple[dict[str, Any], tuple[str, ...]]:
         org_number = self.options.unit_org_numbers[unit_index]
-        municipalities = _UNIT_MUNICIPALITIES[unit_index % len(_UNIT_MUNICIPALITIES)]
+        municipalities = UNIT_MUNICIPALITIES[unit_index % len(UNIT_MUNICIPALITIES)]
         return {"org_number": org_number, "name": None, "address": None}, municipalities
 
     # -- KAD/ØHD -------------------------------------------------------------------
 
     def diagnoses(self) -> list[dict[str, str]]:
-        picked = self.rng.sample(_KAD_DIAGNOSES, k=self.rng.choice((1, 1, 1, 2, 3)))
+        picked = self.rng.sample(KAD_DIAGNOSES, k=self.rng.choice((1, 1, 1, 2, 3)))
         return [{"system": system, "code": code} for system, code in picked]
 
     def counterpart(self, choices: Sequence[tuple[CounterpartCategory, int]]) -> dict[str, Any]:
@@ -295,7 +175,7 @@ class _Generator:
         admission = self.envelope("kad.admission", person, self.registered_after(admitted)) | common
         admission |= {
             "admission_diagnoses": self.diagnoses(),
-            "referred_by": self.counterpart(_REFERRED_BY),
+            "referred_by": self.counterpart(REFERRED_BY),
         }
         discharged = admitted + timedelta(hours=self.rng.randrange(6, 24 * 6))
         if discharged > until:
@@ -306,7 +186,7 @@ class _Generator:
         discharge |= {
             "discharged_at": discharged.isoformat(),
             "discharge_diagnoses": self.diagnoses(),
-            "discharged_to": self.counterpart(_DISCHARGED_TO),
+            "discharged_to": self.counterpart(DISCHARGED_TO),
         }
         return [admission, discharge]
 
@@ -322,7 +202,7 @@ class _Generator:
         pregnancy_week: int | None = None,
     ) -> dict[str, Any]:
         unit, municipalities = self.unit(person["_unit_index"])
-        status: ConsultationStatus = self.weighted(_STATUSES)
+        status: ConsultationStatus = self.weighted(STATUSES)
         form = ConsultationForm.ATTENDED
         if self.rng.random() < 0.06:
             form = self.rng.choice(
@@ -422,7 +302,7 @@ class _Generator:
         person = self.person(date(2010, 1, 1), (until - timedelta(days=30)).date())
         birth = date.fromisoformat(person["birth_date"])
         events = []
-        for programme, due_days in _CHILD_PROGRAMME:
+        for programme, due_days in CHILD_PROGRAMME:
             day = birth + timedelta(days=due_days + self.rng.randrange(-3, 15))
             when = self.at_clinic_hours(day)
             if when < EARLIEST or when > until:
@@ -432,7 +312,7 @@ class _Generator:
             events.append(
                 self.consultation(person, ServiceArea.CHILD_HEALTH_STATION, programme, when)
             )
-        for programme, age_years in _SCHOOL_PROGRAMME:
+        for programme, age_years in SCHOOL_PROGRAMME:
             day = date(birth.year + age_years, 9, 1) + timedelta(days=self.rng.randrange(0, 200))
             when = self.at_clinic_hours(day)
             if when < EARLIEST or when > until or self.rng.random() < 0.15:
@@ -561,7 +441,7 @@ def _measurements(rng: random.Random, age_days: int) -> dict[str, Any]:
     return result
 
 
-def _stories(generator: _Generator) -> Iterable[list[dict[str, Any]]]:
+def stories(generator: Generator) -> Iterable[list[dict[str, Any]]]:
     kinds = generator.options.kinds
     makers: list[tuple[Callable[[], list[dict[str, Any]]], int]] = []
     if "kad" in kinds:
@@ -577,11 +457,11 @@ def _stories(generator: _Generator) -> Iterable[list[dict[str, Any]]]:
         yield maker()
 
 
-def _raw_events(count: int, seed: int, options: SynthOptions) -> list[dict[str, Any]]:
+def raw_events(count: int, seed: int, options: SynthOptions) -> list[dict[str, Any]]:
     # Reproducible test data, not secrets: a seeded PRNG is the point.
-    generator = _Generator(rng=random.Random(seed), options=options)  # noqa: S311
+    generator = Generator(rng=random.Random(seed), options=options)  # noqa: S311
     result: list[dict[str, Any]] = []
-    for story in _stories(generator):
+    for story in stories(generator):
         for event in story:
             result.append(event)
             rng = generator.rng
@@ -592,90 +472,3 @@ def _raw_events(count: int, seed: int, options: SynthOptions) -> list[dict[str, 
         if len(result) >= count:
             return result[:count]
     raise AssertionError("unreachable: the story generator never ends")
-
-
-def generate_events(
-    count: int,
-    *,
-    seed: int,
-    kinds: Iterable[str] = EVENT_KINDS,
-    corrections: float = 0.0,
-    duplicates: float = 0.0,
-    unit_org_numbers: Sequence[str] = DEFAULT_UNIT_ORG_NUMBERS,
-    sender_her_id: int = DEFAULT_SENDER_HER_ID,
-    sender_org_number: str = DEFAULT_SENDER_ORG_NUMBER,
-    until: datetime = DEFAULT_UNTIL,
-) -> list[Event]:
-    """``count`` valid events, the same ones for the same arguments.
-
-    Every event is validated with :func:`parse_event` in the test environment, so a
-    generator bug surfaces here as :class:`ContractViolation` rather than downstream.
-    Raises ``ValueError`` for bad options (count < 0, shares outside [0, 1], unknown kinds).
-    """
-    if count < 0:
-        raise ValueError("count must not be negative")
-    options = SynthOptions(
-        kinds=frozenset(kinds),
-        corrections=corrections,
-        duplicates=duplicates,
-        unit_org_numbers=tuple(unit_org_numbers),
-        sender_her_id=sender_her_id,
-        sender_org_number=sender_org_number,
-        until=until,
-    )
-    return [
-        parse_event(raw, environment=Environment.TEST) for raw in _raw_events(count, seed, options)
-    ]
-
-
-# Each defect breaks exactly one named rule; the name is what a test or a reader checks.
-_DEFECTS: Final[tuple[tuple[str, Callable[[dict[str, Any]], None]], ...]] = (
-    (
-        "national-id-checksum",
-        lambda e: e["person"].update(national_id=_break_checksum(e["person"]["national_id"])),
-    ),
-    ("municipality-unknown", lambda e: e["person"].update(home_municipality="0000")),
-    ("org-number-junk", lambda e: e["unit"].update(org_number="999999999")),
-    ("org-number-checksum", lambda e: e.update(sender_org_number="310000001")),
-    ("time-before-2017", lambda e: e.update(registered_at="2016-05-01T10:00:00+00:00")),
-    ("time-in-future", lambda e: e.update(registered_at="2090-01-01T10:00:00+00:00")),
-    ("unknown-schema-version", lambda e: e.update(schema_version=99)),
-    ("required", lambda e: e.pop("source_system")),
-    (
-        "correction-link-required",
-        lambda e: e.update(correction="replace", revision=2, corrects_event_id=None),
-    ),
-)
-
-
-def _break_checksum(national_id: str) -> str:
-    last = (int(national_id[10]) + 1) % 10
-    return national_id[:10] + str(last)
-
-
-def generate_lines(
-    count: int,
-    *,
-    seed: int,
-    defects: float = 0.0,
-    **options: Any,
-) -> list[bytes]:
-    """``count`` events as JSON lines (no newline), a share ``defects`` of them broken.
-
-    The valid lines are :func:`encode_event` output; each defective line is a valid event
-    with one rule broken (see ``_DEFECTS``). Same arguments, same bytes.
-    """
-    if not 0.0 <= defects <= 1.0:
-        raise ValueError("the defect share must lie between 0 and 1")
-    events = generate_events(count, seed=seed, **options)
-    defect_rng = random.Random(f"defects:{seed}")  # noqa: S311 (reproducible, not secret)
-    lines = []
-    for event in events:
-        if defects and defect_rng.random() < defects:
-            raw = orjson.loads(encode_event(event))
-            _name, breaker = defect_rng.choice(_DEFECTS)
-            breaker(raw)
-            lines.append(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
-        else:
-            lines.append(encode_event(event))
-    return lines
