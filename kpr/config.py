@@ -20,7 +20,9 @@
 - ``KPR_INCOMPLETE_STAY_DAYS``: a stay with one side only is reported as overdue after this
   many days (metric ``kpr_pathway_incomplete_stays_overdue``); default 7.
 - ``KPR_OPEN_WORKERS``: consumer worker processes for decrypt + verify + validate
-  (0, the default, opens in the consumer process itself).
+  (0, the default, opens in the consumer process itself). Set it to the cores a consumer
+  has to itself; keep 0 where it shares them with a producer or the broker, where the
+  extra processes cost more than they add (``kpr bench`` measures both ways).
 - ``KPR_SENDER_HER_ID``: set on a sender's producer whose broker user may only write to its
   own inbound exchange ``kpr.in.{herId}``: publish there and declare nothing.
 - ``KPR_DRAIN_TIMEOUT``: seconds a stopping consumer / producer waits for in-flight

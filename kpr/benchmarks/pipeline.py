@@ -11,7 +11,8 @@ Measured, in order, on one broker:
    starts): validate + sign + encrypt + publish with confirms + checkpoint
    (:mod:`kpr.benchmarks.load`);
 5. consumer: decrypt + verify + validate + dedup + commit + ack, SQLite and PostgreSQL,
-   with the open step in an :class:`~consumers.pool.OpenerPool`;
+   with the open step in an :class:`~consumers.pool.OpenerPool`, and SQLite once more
+   opening in the consumer's own process (the ``KPR_OPEN_WORKERS=0`` default);
 6. the same consumer work written with FastStream;
 7. end to end: a back-fill process and the consumer at once, sustained, twice: the
    consumer opening in its own process (``KPR_OPEN_WORKERS=0``, the default) and in an
@@ -231,23 +232,24 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
     queue = settings.topology().work_queue
 
     bodies = await snapshot(settings, count)
-    for name, store_url in (
-        ("consumer_sqlite_per_s", str(bench.scratch("consumer") / "p.sqlite3")),
-        ("consumer_postgres_per_s", bench.postgres_url),
-        ("faststream_consumer_per_s", None),
-    ):
-        if name == "consumer_postgres_per_s" and store_url is None:
+    # (figure, store, whether the consumer opens in the pool); the first drains the
+    # queue as the producer left it, each later one drains a republished copy.
+    runs: tuple[tuple[str, str | None, bool], ...] = (
+        ("consumer_sqlite_per_s", str(bench.scratch("consumer") / "p.sqlite3"), True),
+        ("consumer_sqlite_in_process_per_s", str(bench.scratch("single") / "s.sqlite3"), False),
+        ("consumer_postgres_per_s", bench.postgres_url, True),
+        ("faststream_consumer_per_s", str(bench.scratch("faststream") / "f.sqlite3"), True),
+    )
+    for number, (name, store_url, pooled) in enumerate(runs):
+        if store_url is None:  # no PostgreSQL
             figures[name] = None
             continue
-        if name != "consumer_sqlite_per_s":
+        if number > 0:
             await republish(settings, bodies)
-        if name == "faststream_consumer_per_s":
-            store_url = str(bench.scratch("faststream") / "f.sqlite3")
-        assert store_url is not None
         bench.say(f"  {name.removesuffix('_per_s').replace('_', ' ')} ...")
         await wait_until_quiet()
         async with open_store(store_url) as store:
-            processor = bench.processor(store)
+            processor = bench.processor(store, pooled=pooled)
             if name == "faststream_consumer_per_s":
                 seconds = await consume_with_faststream(
                     settings.amqp_url, queue, processor, prefetch=options.prefetch, target=count
@@ -509,6 +511,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("raw end-to-end/s", "raw_e2e_per_s"),
         ("producer/s (back-fill: validate+seal+publish)", "producer_per_s"),
         ("consumer/s SQLite", "consumer_sqlite_per_s"),
+        ("consumer/s SQLite, opening in its own process", "consumer_sqlite_in_process_per_s"),
         ("consumer/s PostgreSQL", "consumer_postgres_per_s"),
         ("FastStream consumer/s (same work, SQLite)", "faststream_consumer_per_s"),
         ("consumer / FastStream", "consumer_to_faststream_ratio"),

@@ -41,6 +41,7 @@ REQUIRED_KEYS = {
     "crypto_cpu_ms_per_message",
     "rss_max_mb",
     "e2e_in_process_per_s",
+    "consumer_sqlite_in_process_per_s",
     "e2e_pool_per_s",
 }
 
