@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import socket
 import subprocess
@@ -44,16 +45,51 @@ class LocalServiceError(RuntimeError):
     """
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago (the OS picks it).
+#: Where ephemeral source ports start when the kernel does not say (Linux's default).
+_EPHEMERAL_START_DEFAULT = 32768
+#: The lowest port :func:`free_port` picks (above the registered services people run).
+_LOWEST_PICK = 10000
+#: Ports this process handed out already: never handed out twice.
+_handed_out: set[int] = set()
 
-    Another process may take it before we bind it; the window is small and the
-    launchers fail loudly with the server's log if it happens.
+
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _EPHEMERAL_START_DEFAULT
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago, never one this process gave before.
+
+    Picked below the kernel's ephemeral range, so that the source port of some outgoing
+    connection cannot take it between the pick and the server's bind (a three-node
+    broker cluster opens many connections while its later nodes start). Another process
+    may still bind it first; the launchers then fail loudly with the server's log.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    ceiling = _ephemeral_start()
+    if ceiling - _LOWEST_PICK >= 1000:
+        for _ in range(100):
+            port = secrets.randbelow(ceiling - _LOWEST_PICK) + _LOWEST_PICK
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    for _ in range(100):  # no room below the ephemeral range: let the kernel pick
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            picked: int = probe.getsockname()[1]
+        if picked not in _handed_out:
+            _handed_out.add(picked)
+            return picked
+    raise LocalServiceError(f"no free TCP port found on {host}")
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:

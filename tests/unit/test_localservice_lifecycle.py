@@ -42,6 +42,16 @@ def test_free_port_can_be_bound_on_loopback() -> None:
         listener.bind(("127.0.0.1", port))
 
 
+def test_free_ports_lie_below_the_ephemeral_range_and_never_repeat() -> None:
+    """No outgoing connection's source port can take one before its server binds it."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+        ephemeral_start = int(handle.read().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    if ephemeral_start > 11000:  # room below it, as on Linux's default 32768-60999
+        assert all(port < ephemeral_start for port in ports)
+
+
 def test_no_docker_client_means_no_docker_engine(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
