@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import orjson
@@ -55,9 +56,12 @@ class LateConfirms:
         self.most_in_flight = 0
         self.furthest_above_checkpoint = 0
         self.published: list[str] = []
+        #: How many were in flight as each publish began (itself included).
+        self.in_flight_at_start: list[int] = []
 
     async def publish(self, sealed: SealedMessage) -> None:
         self.in_flight += 1
+        self.in_flight_at_start.append(self.in_flight)
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         above = self._line_of[sealed.message_id] - self._checkpoint.read()
         self.furthest_above_checkpoint = max(self.furthest_above_checkpoint, above)
@@ -128,6 +132,60 @@ async def test_both_windows_hold_and_every_line_is_published_once(
     assert checkpoint.read() == LINES
     assert 1 < publisher.most_in_flight <= max_in_flight
     assert publisher.furthest_above_checkpoint < max_resend
+
+
+class TrickledConfirms(LateConfirms):
+    """Confirms one publish at a time, oldest first, every half millisecond."""
+
+    def __init__(self, line_of: dict[str, int], checkpoint: Checkpoint) -> None:
+        super().__init__(line_of, checkpoint)
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def publish(self, sealed: SealedMessage) -> None:
+        self.in_flight += 1
+        self.in_flight_at_start.append(self.in_flight)
+        confirmed = asyncio.get_running_loop().create_future()
+        self._waiting.append(confirmed)
+        try:
+            await confirmed
+            self.published.append(sealed.message_id)
+        finally:
+            self.in_flight -= 1
+
+    async def confirm_one_at_a_time(self) -> None:
+        while True:
+            await asyncio.sleep(0.0005)
+            if self._waiting:
+                self._waiting.popleft().set_result(None)
+
+
+async def test_a_full_confirm_window_takes_more_only_once_a_quarter_of_it_is_free(
+    sealer: Sealer, extract: tuple[Path, dict[str, int]], tmp_path: Path
+) -> None:
+    """Sealing and publishing go in bursts, not one line per confirm: with confirms
+    arriving one by one, the publish after one that filled the window of 8 begins with
+    at most 6 in flight (itself included)."""
+    path, line_of = extract
+    checkpoint = CountingCheckpoint(tmp_path / "cp")
+    publisher = TrickledConfirms(line_of, checkpoint)
+    confirming = asyncio.create_task(publisher.confirm_one_at_a_time())
+    try:
+        report = await backfill(
+            path,
+            sealer=sealer,
+            publisher=publisher,
+            checkpoint=checkpoint,
+            environment=Environment.TEST,
+            max_in_flight=8,
+            max_resend=1024,
+        )
+    finally:
+        confirming.cancel()
+    assert report.published == LINES
+    seen = publisher.in_flight_at_start
+    after_full = [seen[n + 1] for n in range(len(seen) - 1) if seen[n] == 8]
+    assert after_full, "the window never filled: the test proves nothing"
+    assert max(after_full) <= 6, after_full
 
 
 async def test_the_checkpoint_is_written_on_a_clock_not_per_confirm(
