@@ -123,6 +123,8 @@ ON CONFLICT (unit_org, stay_id) DO UPDATE SET
 
 
 MAX_GROUP_COMMIT = 128
+#: With a linger, a commit waits for this many events (or the linger) before it starts.
+DEFAULT_LINGER_BATCH = 32
 
 
 def _lock_keys(record: EventRecord) -> list[str]:
@@ -136,8 +138,20 @@ def _lock_keys(record: EventRecord) -> list[str]:
 class SqlStore(PathwayQueries, AsyncResource):
     """The shared implementation; a dialect supplies connection and SQL differences."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(
+        self, dialect: Dialect, *, linger_s: float = 0.0, linger_batch: int = DEFAULT_LINGER_BATCH
+    ) -> None:
+        """``linger_s``: how long a group commit may wait for ``linger_batch`` events to
+        gather before it starts (0: it starts at once with what is there). Under a
+        trickle of deliveries a short linger turns one commit (and one fsync, one ack
+        frame, one wake-up of the writer thread) per message into one per batch, at
+        the cost of up to ``linger_s`` of latency per event."""
+        if linger_s < 0 or linger_batch < 1:
+            raise ValueError("linger_s must be >= 0 and linger_batch >= 1")
         self._dialect = dialect
+        self._linger_s = linger_s
+        self._linger_batch = min(linger_batch, MAX_GROUP_COMMIT)
+        self._batch_ready = asyncio.Event()
         self._connection: Any = None
         # One connection, used from one worker thread at a time.
         self._lock = threading.Lock()
@@ -212,21 +226,24 @@ class SqlStore(PathwayQueries, AsyncResource):
     async def apply(self, record: EventRecord) -> ApplyResult:
         """Dedup and apply one event; returns once it is committed.
 
-        Group commit: applies that arrive while a transaction is running wait and go into
-        the next one together (each in its own savepoint), so one commit - one fsync on
-        SQLite - serves many deliveries. Each caller still gets its own result or error,
-        and still only after the commit that contains it.
+        Group commit: applies that arrive while a transaction is running (or while the
+        next one lingers, see :class:`SqlStore`) wait and go into the next one together,
+        so one commit - one fsync on SQLite - serves many deliveries. Each caller still
+        gets its own result or error, and still only after the commit that contains it.
         """
         if self._closed:
             raise RuntimeError("the store is closed")
         future: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
         self._pending.append((record, future))
+        if len(self._pending) >= self._linger_batch:
+            self._batch_ready.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
         return await future
 
     async def _write_pending(self) -> None:
         while self._pending:
+            await self._linger()
             batch = self._pending[:MAX_GROUP_COMMIT]
             del self._pending[: len(batch)]
             records = [record for record, _ in batch]
@@ -243,6 +260,14 @@ class SqlStore(PathwayQueries, AsyncResource):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+    async def _linger(self) -> None:
+        """Wait (at most ``linger_s``) until ``linger_batch`` events are pending."""
+        if self._linger_s <= 0 or len(self._pending) >= self._linger_batch:
+            return
+        self._batch_ready.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._batch_ready.wait(), self._linger_s)
 
     def _apply_batch_sync(
         self, connection: Any, *, records: Sequence[EventRecord]
@@ -495,18 +520,25 @@ class SqlStore(PathwayQueries, AsyncResource):
 
 
 class SqliteStore(SqlStore):
-    def __init__(self, path: Path) -> None:
-        super().__init__(SqliteDialect(path))
+    def __init__(
+        self, path: Path, *, linger_s: float = 0.0, linger_batch: int = DEFAULT_LINGER_BATCH
+    ) -> None:
+        super().__init__(SqliteDialect(path), linger_s=linger_s, linger_batch=linger_batch)
 
 
 class PostgresStore(SqlStore):
-    def __init__(self, url: str) -> None:
-        super().__init__(PostgresDialect(url))
+    def __init__(
+        self, url: str, *, linger_s: float = 0.0, linger_batch: int = DEFAULT_LINGER_BATCH
+    ) -> None:
+        super().__init__(PostgresDialect(url), linger_s=linger_s, linger_batch=linger_batch)
 
 
-def open_store(url: str) -> SqlStore:
-    """``postgresql://...`` -> PostgreSQL; ``sqlite:///path`` or a plain path -> SQLite."""
+def open_store(
+    url: str, *, linger_s: float = 0.0, linger_batch: int = DEFAULT_LINGER_BATCH
+) -> SqlStore:
+    """``postgresql://...`` -> PostgreSQL; ``sqlite:///path`` or a plain path -> SQLite.
+    ``linger_s`` and ``linger_batch``: the group commit's linger (:class:`SqlStore`)."""
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(url)
+        return PostgresStore(url, linger_s=linger_s, linger_batch=linger_batch)
     path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
-    return SqliteStore(Path(path))
+    return SqliteStore(Path(path), linger_s=linger_s, linger_batch=linger_batch)

@@ -23,6 +23,11 @@
   (0, the default, opens in the consumer process itself). Set it to the cores a consumer
   has to itself; keep 0 where it shares them with a producer or the broker, where the
   extra processes cost more than they add (``kpr bench`` measures both ways).
+- ``KPR_GROUP_COMMIT_LINGER_MS``: how long the consumer's group commit may wait for
+  more deliveries to join it before it starts (it starts at once when 32 are there);
+  default 10. Under a trickle this trades up to that much latency per event for one
+  commit, fsync and ack frame per batch instead of per message (``kpr bench``: end to
+  end ~1,120 -> ~1,300 /s); 0 commits whatever is there at once.
 - ``KPR_SENDER_HER_ID``: set on a sender's producer whose broker user may only write to its
   own inbound exchange ``kpr.in.{herId}``: publish there and declare nothing.
 - ``KPR_DRAIN_TIMEOUT``: seconds a stopping consumer / producer waits for in-flight
@@ -106,6 +111,7 @@ class Settings:
     partition_standby_delay_s: float = 10.0
     metrics_host: str = "127.0.0.1"
     incomplete_stay_days: float = 7.0
+    group_commit_linger_s: float = 0.010
     env: Mapping[str, str] | None = None
 
     @classmethod
@@ -135,6 +141,7 @@ class Settings:
             open_workers=int(env.get("KPR_OPEN_WORKERS", "0")),
             metrics_host=env.get("KPR_METRICS_HOST", "127.0.0.1"),
             incomplete_stay_days=float(env.get("KPR_INCOMPLETE_STAY_DAYS", "7")),
+            group_commit_linger_s=float(env.get("KPR_GROUP_COMMIT_LINGER_MS", "10")) / 1000,
             partitions=int(env.get("KPR_PARTITIONS") or 0),
             partition_key_file=_path(env.get("KPR_PARTITION_KEY_FILE")),
             partition_consumers=int(env.get("KPR_PARTITION_CONSUMERS") or 1),

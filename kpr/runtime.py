@@ -240,7 +240,7 @@ async def consume(
     processes, so both cores work while the event loop handles AMQP and the store."""
     metrics = ConsumerMetrics(registry if registry is not None else CollectorRegistry())
     _certificate_gauges(settings, metrics)
-    store: SqlStore = open_store(settings.store_url)
+    store: SqlStore = open_store(settings.store_url, linger_s=settings.group_commit_linger_s)
     # Before the pool starts: this may create the key file the workers then only read.
     pseudonyms = pseudonymiser(settings)
     with contextlib.ExitStack() as pools:

@@ -99,6 +99,8 @@ class BenchOptions:
     crypto_seconds: float = 2.0
     postgres: bool = True
     quick: bool = False
+    #: The consumer's group-commit linger (``KPR_GROUP_COMMIT_LINGER_MS``'s default).
+    linger_s: float = Settings.group_commit_linger_s
 
     @classmethod
     def quick_run(cls, messages: int = 1000) -> BenchOptions:
@@ -146,6 +148,10 @@ class _Bench:
         """A fresh EPJ extract of ``count`` events (written before any clock starts)."""
         path = self.work_dir / f"extract-{secrets.token_hex(4)}.jsonl"
         return write_extract(path, count, self.seed())
+
+    def store(self, url: str) -> SqlStore:
+        """A pathway store as the consumer opens it (with its group-commit linger)."""
+        return open_store(url, linger_s=self.options.linger_s)
 
     def processor(self, store: SqlStore, *, pooled: bool = True) -> Processor:
         """The consumer's processing: opening in the bench's pool, or in this process."""
@@ -248,7 +254,7 @@ async def _phase_producer_and_consumers(bench: _Bench) -> dict[str, float | None
             await republish(settings, bodies)
         bench.say(f"  {name.removesuffix('_per_s').replace('_', ' ')} ...")
         await wait_until_quiet()
-        async with open_store(store_url) as store:
+        async with bench.store(store_url) as store:
             processor = bench.processor(store, pooled=pooled)
             if name == "faststream_consumer_per_s":
                 seconds = await consume_with_faststream(
@@ -276,7 +282,7 @@ async def _phase_e2e(
         count, options.max_in_flight, bench.extract(count), rate=rate, record_sent=rate is not None
     )
     store_path = bench.scratch(name) / "e2e.sqlite3"
-    async with open_store(str(store_path)) as store:
+    async with bench.store(str(store_path)) as store:
         processor = bench.processor(store, pooled=pooled)
         workers = bench.pool.worker_pids if pooled else ()
         workers_rss_before = sum(map(rss_mb, workers))
@@ -483,6 +489,7 @@ def run_pipeline_benchmark(
         "messages": options.messages,
         "prefetch": options.prefetch,
         "max_in_flight": options.max_in_flight,
+        "group_commit_linger_ms": options.linger_s * 1000,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {cpu_model()}",
         "python": platform.python_version(),
@@ -533,6 +540,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("latency offered load/s", "latency_offered_per_s"),
         ("latency p50 ms (publish -> commit)", "latency_p50_ms"),
         ("latency p99 ms", "latency_p99_ms"),
+        ("consumer group-commit linger ms", "group_commit_linger_ms"),
         ("memory run messages", "memory_messages"),
         ("consumer RSS MB before", "rss_before_mb"),
         ("consumer RSS MB after", "rss_after_mb"),

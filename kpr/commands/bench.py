@@ -41,6 +41,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--max-in-flight", type=int, default=256, help="producer confirm window (256)"
     )
+    parser.add_argument(
+        "--linger-ms",
+        type=float,
+        help="the consumer's group-commit linger (default KPR_GROUP_COMMIT_LINGER_MS's, 10)",
+    )
     parser.add_argument("--workers", type=int, help="open workers (default: one per core)")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL phase")
     parser.set_defaults(handler=_handle)
@@ -58,6 +63,8 @@ def _options(args: argparse.Namespace) -> BenchOptions:
         changes["messages"] = args.messages
     if args.memory_messages:
         changes["memory_messages"] = args.memory_messages
+    if args.linger_ms is not None:
+        changes["linger_s"] = args.linger_ms / 1000
     return BenchOptions(**{**base.__dict__, **changes})
 
 

@@ -261,3 +261,47 @@ async def test_a_clean_batch_needs_no_savepoints_and_a_conflict_leaves_no_trace(
         with pytest.raises(ConflictingDuplicate):
             await store.apply(_record(conflict, "m-conflict"))
     assert (await store.summary()).events_committed == len(events)
+
+
+async def test_a_lingering_commit_gathers_a_trickle_into_one_transaction(store_url: str) -> None:
+    """With a linger, deliveries that arrive one after another within it share one
+    commit; without one, the first commits alone as soon as it arrives."""
+    events = generate_events(8, seed=42)
+
+    async def trickle(store: SqlStore) -> list[ApplyResult]:
+        async def arrive(number: int, event: Event) -> ApplyResult:
+            await asyncio.sleep(0.01 * number)  # far inside a 30 s linger
+            return await store.apply(_record(event))
+
+        return await asyncio.gather(*(arrive(n, event) for n, event in enumerate(events)))
+
+    # The eighth event fills the batch, so the commit starts then, not after 30 s (the
+    # timeout fails the test otherwise).
+    async with open_store(store_url, linger_s=30.0, linger_batch=len(events)) as lingering:
+        lingering_commits = lingering.group_commits
+        results = await asyncio.wait_for(trickle(lingering), timeout=20)
+        assert results == [ApplyResult.COMMITTED] * len(events)
+        assert lingering.group_commits - lingering_commits == 1
+
+    async with open_store(store_url) as eager:
+        eager_commits = eager.group_commits
+        again = await trickle(eager)
+        assert again == [ApplyResult.DUPLICATE] * len(events)
+        assert eager.group_commits - eager_commits > 1
+
+
+async def test_a_linger_ends_when_it_runs_out_even_if_the_batch_is_not_full(
+    store_url: str,
+) -> None:
+    """A lone delivery under a linger still commits, once the linger has passed."""
+    [event] = generate_events(1, seed=43)
+    async with open_store(store_url, linger_s=0.05) as store:
+        result = await asyncio.wait_for(store.apply(_record(event)), timeout=20)
+        assert result is ApplyResult.COMMITTED
+        assert (await store.summary()).events_committed == 1
+
+
+def test_a_negative_linger_is_refused(tmp_path: Path) -> None:
+    """A configuration error, not a silent eager store."""
+    with pytest.raises(ValueError, match="linger"):
+        SqliteStore(tmp_path / "s.sqlite3", linger_s=-1)
