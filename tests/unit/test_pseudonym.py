@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,14 @@ def test_a_pseudonym_does_not_contain_the_id() -> None:
     assert SYNTHETIC_ID not in pseudonym
     assert pseudonym.startswith("p1-")
     assert len(pseudonym) == 35
+
+
+def test_the_pseudonym_is_the_documented_truncated_base32_of_the_hmac() -> None:
+    """``p1-`` + base32(HMAC-SHA256(key, id))[:32], lower case: the form stored since the
+    first release, so a store written before stays joinable."""
+    digest = hmac.new(KEY, SYNTHETIC_ID.encode(), hashlib.sha256).digest()
+    expected = "p1-" + base64.b32encode(digest).decode()[:32].lower()
+    assert Pseudonymiser(KEY).pseudonym(SYNTHETIC_ID) == expected
 
 
 def test_short_keys_are_refused() -> None:
