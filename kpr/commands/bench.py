@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -25,6 +26,7 @@ from kpr.localservices import LocalServiceError, ensure_broker, ensure_postgres
 __all__ = ["register"]
 
 NO_SERVICE_EXIT = 3
+INTERRUPTED_EXIT = 130
 
 
 def register(subparsers: Any) -> None:
@@ -70,6 +72,9 @@ def _options(args: argparse.Namespace) -> BenchOptions:
 
 def _handle(args: argparse.Namespace) -> int:
     options = _options(args)
+    # SIGTERM stops a bench as Ctrl-C does, so the broker and database it started are
+    # stopped too (the default action would leave them running).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -93,13 +98,17 @@ def _handle(args: argparse.Namespace) -> int:
         except LocalServiceError as error:
             print(f"kpr bench: {error}", file=sys.stderr)
             return NO_SERVICE_EXIT
-        result = run_pipeline_benchmark(
-            options,
-            amqp_url=amqp_url,
-            postgres_url=postgres_url,
-            work_dir=work_dir / "bench",
-            say=say,
-        )
+        try:
+            result = run_pipeline_benchmark(
+                options,
+                amqp_url=amqp_url,
+                postgres_url=postgres_url,
+                work_dir=work_dir / "bench",
+                say=say,
+            )
+        except KeyboardInterrupt:
+            say("kpr bench: interrupted; stopping what it started")
+            return INTERRUPTED_EXIT
     result["cpu_count"] = os.cpu_count()
     if args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")

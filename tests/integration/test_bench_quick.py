@@ -7,8 +7,11 @@ benchmark runs end to end on the session's broker and PostgreSQL and reports hon
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -66,6 +69,7 @@ def test_quick_bench_reports_every_figure_and_derives_the_ratios_from_them(
         assert result[key] > 0, key
     assert result["quick"] is True
     assert result["memory_messages"] == 120
+    assert result["group_commit_linger_ms"] == pytest.approx(10.0)  # the consumer's default
     limit = limit_per_s(
         result["raw_e2e_per_s"], result["rsa_private_ops_per_s_per_core"], result["cores"]
     )
@@ -96,3 +100,34 @@ def test_quick_bench_reports_every_figure_and_derives_the_ratios_from_them(
         - result["raw_cpu_ms_per_message"]
         - result["crypto_cpu_ms_per_message"]
     )
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_bench_and_the_broker_it_started(tmp_path: Path) -> None:
+    """A bench stopped by SIGTERM (as a CI runner or ``timeout`` stops it) exits 130 and
+    leaves no broker running and no work directory behind."""
+    env = {key: value for key, value in os.environ.items() if key != "KPR_AMQP_URL"}
+    env["TMPDIR"] = str(tmp_path)
+    log = tmp_path / "bench.log"
+    with log.open("wb") as stderr:
+        bench = subprocess.Popen(
+            [sys.executable, "-m", "kpr", "bench", "--quick", "--no-postgres"],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while b"openssl speed" not in log.read_bytes():  # the broker is up by then
+                assert bench.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, "the bench did not start its broker"
+                time.sleep(0.2)
+            bench.send_signal(signal.SIGTERM)
+            assert bench.wait(timeout=120) == 130, log.read_text()[-2000:]
+        finally:
+            if bench.poll() is None:
+                bench.kill()
+    assert b"interrupted" in log.read_bytes()
+    assert not list(tmp_path.glob("kpr-bench-*"))
+    left = subprocess.run(
+        ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert left.stdout == "", f"still running: {left.stdout}"
