@@ -119,9 +119,17 @@ def _worker_main(
     channel: socket.socket,
     opener_factory: Callable[[], Opener],
     pseudonymiser_factory: Callable[[], Pseudonymiser] | None,
+    pool_ends: Sequence[socket.socket] = (),
 ) -> None:
     """Answer batches until the pool closes its end. The first frame out is the key
-    check (or the exception the factories raised)."""
+    check (or the exception the factories raised).
+
+    ``pool_ends`` are the pool's ends of the socket pairs, which the fork copied into
+    this process: closed first, so that the pool's end of *our* pair is held by the pool
+    alone, and its death (even by SIGKILL) ends our stream and this worker.
+    """
+    for end in pool_ends:
+        end.close()
     # The pool decides when a worker stops (end of stream); a terminal's Ctrl-C goes to
     # the whole process group and must not kill work the consumer is draining.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -214,9 +222,10 @@ class OpenerPool(AsyncResource):
         try:
             for _ in range(self.workers):
                 ours, theirs = socket.socketpair()
+                pool_ends = [ours, *(worker.channel for worker in self._workers)]
                 process = context.Process(
                     target=_worker_main,
-                    args=(theirs, opener_factory, pseudonymiser_factory),
+                    args=(theirs, opener_factory, pseudonymiser_factory, pool_ends),
                     daemon=True,
                 )
                 process.start()

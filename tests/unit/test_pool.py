@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -273,3 +275,46 @@ async def test_requests_larger_than_the_socket_buffers_reach_the_workers_whole(
     )
     assert all(isinstance(answer, MalformedMessage) for answer in answers[:-1]), answers[:-1]
     assert getattr(answers[-1], "message_id", None) == sealed[0].message_id
+
+
+def _hold_a_pool(pki_directory: Path, pids: multiprocessing.connection.Connection) -> None:
+    """A consumer stand-in: open a pool, say its workers' pids, then wait to be killed."""
+    factory = functools.partial(build_opener, pki_directory, authorised=True)
+    with OpenerPool(factory, workers=2) as held:
+        pids.send(held.worker_pids)
+        signal.pause()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_the_consumer_that_forked_them_is_killed(dev_pki: PkiDir) -> None:
+    """SIGKILL leaves no cleanup to run: the workers notice the end of their stream and
+    exit rather than live on as orphans (each must not hold the pool's end of a pair)."""
+    context = multiprocessing.get_context("fork")
+    receiving, sending = context.Pipe(duplex=False)
+    consumer = context.Process(target=_hold_a_pool, args=(dev_pki.directory, sending))
+    consumer.start()
+    workers: tuple[int, ...] = ()
+    try:
+        assert receiving.poll(60), "the pool did not start"
+        workers = receiving.recv()
+        assert len(workers) == 2
+        assert all(map(_running, workers))
+        assert consumer.pid is not None
+        os.kill(consumer.pid, signal.SIGKILL)
+        consumer.join(10)
+        deadline = time.monotonic() + 20
+        while any(map(_running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_running, workers)), f"orphaned workers: {workers}"
+    finally:
+        if consumer.is_alive():
+            consumer.kill()
+        for pid in filter(_running, workers):  # should the test fail, leave no orphan
+            os.kill(pid, signal.SIGKILL)
