@@ -27,7 +27,7 @@
   more deliveries to join it before it starts (it starts at once when 32 are there);
   default 10. Under a trickle this trades up to that much latency per event for one
   commit, fsync and ack frame per batch instead of per message (``kpr bench``: end to
-  end ~1,120 -> ~1,300 /s); 0 commits whatever is there at once.
+  end ~1,125 -> ~1,265 /s); 0 commits whatever is there at once.
 - ``KPR_SENDER_HER_ID``: set on a sender's producer whose broker user may only write to its
   own inbound exchange ``kpr.in.{herId}``: publish there and declare nothing.
 - ``KPR_DRAIN_TIMEOUT``: seconds a stopping consumer / producer waits for in-flight
