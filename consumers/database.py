@@ -86,7 +86,6 @@ class Dialect(Protocol):
 
     def connect(self) -> Any: ...
     def sql(self, statement: str) -> str: ...
-    def lock(self, cursor: Any, key: str) -> None: ...
     def lock_all(self, cursor: Any, keys: Sequence[str]) -> None: ...
     def is_integrity_error(self, error: BaseException) -> bool: ...
     def is_retryable(self, error: BaseException) -> bool: ...
@@ -115,14 +114,11 @@ class SqliteDialect:
     def sql(self, statement: str) -> str:
         return statement
 
-    def lock(self, cursor: Any, key: str) -> None:
-        # BEGIN IMMEDIATE takes the database write lock: one writer at a time.
-        if not cursor.connection.in_transaction:
-            cursor.execute("BEGIN IMMEDIATE")
-
     def lock_all(self, cursor: Any, keys: Sequence[str]) -> None:
-        if keys:
-            self.lock(cursor, keys[0])
+        # BEGIN IMMEDIATE takes the database write lock, which covers every key: one
+        # writer at a time.
+        if keys and not cursor.connection.in_transaction:
+            cursor.execute("BEGIN IMMEDIATE")
 
     def is_integrity_error(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.IntegrityError)
@@ -148,9 +144,6 @@ class PostgresDialect:
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
-
-    def lock(self, cursor: Any, key: str) -> None:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
 
     def lock_all(self, cursor: Any, keys: Sequence[str]) -> None:
         """The locks in the order given, in one round trip. PostgreSQL evaluates a

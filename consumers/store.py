@@ -151,6 +151,27 @@ def _placeholders(rows: int, columns: int) -> str:
     return ", ".join([row] * rows)
 
 
+# Only placeholders are formatted into these statements; values are always parameters.
+@functools.lru_cache(maxsize=256)
+def _insert_received(rows: int) -> str:
+    return (
+        "INSERT INTO received_messages (message_id, event_id, revision, received_at)"  # noqa: S608
+        f" VALUES {_placeholders(rows, 4)} ON CONFLICT (message_id) DO NOTHING"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_events(rows: int) -> str:
+    return (
+        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {_placeholders(rows, 15)}"  # noqa: S608
+        " ON CONFLICT (event_id, revision) DO NOTHING"
+    )
+
+
+def _received_row(record: EventRecord, received_at: str | None) -> tuple[Any, ...]:
+    return (record.message_id, record.event_id, record.revision, received_at)
+
+
 def _event_row(record: EventRecord, committed_at: str | None) -> tuple[Any, ...]:
     return (
         record.event_id,
@@ -234,7 +255,7 @@ class SqlStore(PathwayQueries, AsyncResource):
             try:
                 cursor = connection.cursor()
                 # Several consumers starting at once must not race on CREATE TABLE.
-                self._dialect.lock(cursor, "schema")
+                self._dialect.lock_all(cursor, ["schema"])
                 for statement in SCHEMA:
                     cursor.execute(statement)
                 connection.commit()
@@ -392,29 +413,13 @@ class SqlStore(PathwayQueries, AsyncResource):
         """
         sql = self._dialect.sql
         now = iso(datetime.now(UTC))
-        cursor.execute(
-            sql(
-                # Only placeholders are formatted into these statements; values are parameters.
-                "INSERT INTO received_messages (message_id, event_id, revision, received_at)"  # noqa: S608
-                f" VALUES {_placeholders(len(records), 4)} ON CONFLICT (message_id) DO NOTHING"
-            ),
-            [
-                value
-                for record in records
-                for value in (record.message_id, record.event_id, record.revision, now)
-            ],
-        )
-        if cursor.rowcount != len(records):
-            raise _SeenBefore
-        cursor.execute(
-            sql(
-                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {_placeholders(len(records), 15)}"  # noqa: S608
-                " ON CONFLICT (event_id, revision) DO NOTHING"
-            ),
-            [value for record in records for value in _event_row(record, now)],
-        )
-        if cursor.rowcount != len(records):
-            raise _SeenBefore
+        for insert, row in ((_insert_received, _received_row), (_insert_events, _event_row)):
+            cursor.execute(
+                sql(insert(len(records))),
+                [value for record in records for value in row(record, now)],
+            )
+            if cursor.rowcount != len(records):
+                raise _SeenBefore
         stays = dict.fromkeys(
             (record.unit_org, record.stay_id) for record in records if record.stay_id is not None
         )
@@ -455,22 +460,10 @@ class SqlStore(PathwayQueries, AsyncResource):
         # Insert first, look only on a conflict: two statements per new event instead of
         # two reads and two writes. A concurrent consumer's uncommitted insert of the same
         # key makes ours wait for its outcome, then do nothing: a duplicate, not an error.
-        cursor.execute(
-            sql(
-                "INSERT INTO received_messages (message_id, event_id, revision, received_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING"
-            ),
-            (record.message_id, record.event_id, record.revision, now),
-        )
+        cursor.execute(sql(_insert_received(1)), _received_row(record, now))
         if cursor.rowcount == 0:
             return ApplyResult.DUPLICATE
-        cursor.execute(
-            sql(
-                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {_placeholders(1, 15)}"  # noqa: S608
-                " ON CONFLICT (event_id, revision) DO NOTHING"
-            ),
-            _event_row(record, now),
-        )
+        cursor.execute(sql(_insert_events(1)), _event_row(record, now))
         if cursor.rowcount == 0:
             # This event revision is stored already (under another message id): the same
             # content is a duplicate, other content a conflict - and then this savepoint
@@ -488,7 +481,7 @@ class SqlStore(PathwayQueries, AsyncResource):
         if record.stay_id is not None:
             self._project_stay(cursor, record.unit_org, record.stay_id)
         if record.event_type == "hst.consultation":
-            self._project_consultation(cursor, record.record_key)
+            self._project_consultations(cursor, [record.record_key])
         return ApplyResult.COMMITTED
 
     def _rows(self, cursor: Any, where: str, params: Sequence[Any]) -> list[StoredEventRow]:
@@ -555,9 +548,6 @@ class SqlStore(PathwayQueries, AsyncResource):
             ),
         )
 
-    def _project_consultation(self, cursor: Any, record_key: str) -> None:
-        self._project_consultations(cursor, [record_key])
-
     def _project_consultations(self, cursor: Any, record_keys: Sequence[str]) -> None:
         """Recompute the consultations of these records: one read, one delete, one insert."""
         sql = self._dialect.sql
@@ -570,8 +560,7 @@ class SqlStore(PathwayQueries, AsyncResource):
             for key, rows in by_record.items()
             if (consultation := project_consultation(key, effective_content(rows))) is not None
         ]
-        # Only placeholders are formatted into these statements; values are parameters.
-        delete = f"DELETE FROM consultations WHERE record_key IN {marks}"  # noqa: S608
+        delete = f"DELETE FROM consultations WHERE record_key IN {marks}"  # noqa: S608 - placeholders
         cursor.execute(sql(delete), record_keys)
         if not projected:
             return
