@@ -48,7 +48,7 @@ from consumers.deadletter import (
 from consumers.metrics import ConsumerMetrics, QueueRole
 from consumers.processing import Disposition, Outcome, Processor
 from consumers.receipts import ReceiptSender, ReceiptSigner, send_rejection_receipt
-from contracts.connection import TlsSettings, connect
+from contracts.connection import TlsSettings, open_with_failover
 from contracts.errors import Reason
 from contracts.resources import AsyncResource
 from contracts.topology import Topology
@@ -114,25 +114,25 @@ class Consumer(AsyncResource):
         self.counts: Counter[str] = Counter()
 
     async def __aenter__(self) -> Self:
-        self._connection = await connect(self._url, tls=self._tls, name="kpr-consumer")
-        try:
-            self._channel = await self._connection.channel(publisher_confirms=True)
-            await self._channel.set_qos(prefetch_count=self._prefetch)
-            await self._topology.declare(self._channel)
-            self._queue = await self._channel.get_queue(self._queue_name, ensure=False)
-            self._dead_letters = await self._channel.get_exchange(
+        async def setup(connection: AbstractRobustConnection) -> AbstractChannel:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=self._prefetch)
+            await self._topology.declare(channel)
+            self._queue = await channel.get_queue(self._queue_name, ensure=False)
+            self._dead_letters = await channel.get_exchange(
                 self._topology.dead_letter_exchange, ensure=False
             )
-            self._retries = await self._channel.get_exchange(
-                self._topology.retry_exchange, ensure=False
+            self._retries = await channel.get_exchange(self._topology.retry_exchange, ensure=False)
+            return channel
+
+        # A node lost while we declare is failed over like one lost later.
+        self._connection, self._channel = await open_with_failover(
+            self._url, setup, tls=self._tls, name="kpr-consumer"
+        )
+        if self._receipt_signer is not None:
+            self._receipts = ReceiptSender(
+                self._connection, topology=self._topology, signer=self._receipt_signer
             )
-            if self._receipt_signer is not None:
-                self._receipts = ReceiptSender(
-                    self._connection, topology=self._topology, signer=self._receipt_signer
-                )
-        except BaseException:
-            await self.aclose()
-            raise
         return self
 
     @property

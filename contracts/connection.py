@@ -7,19 +7,23 @@ TLS settings live here so producer, consumer and tools cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
-from aiormq.exceptions import AMQPConnectionError
+from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from yarl import URL
 
-__all__ = ["FailoverConnection", "TlsSettings", "broker_urls", "connect"]
+__all__ = ["FailoverConnection", "TlsSettings", "broker_urls", "connect", "open_with_failover"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,14 @@ class FailoverConnection(aio_pika.RobustConnection):
         self._urls = list(urls)
         self._next = start
         self._current = self._urls[start % len(self._urls)]
+        self.node = start % len(self._urls)  # index of the node of the last attempt
         super().__init__(self._current, **kwargs)
         self._next = start  # __init__ read the URL once: the first attempt is ``start``
 
     @property
     def url(self) -> URL:
         self._current = self._urls[self._next % len(self._urls)]
+        self.node = self._next % len(self._urls)
         self._next += 1
         return self._current
 
@@ -125,3 +131,64 @@ async def connect(
         return connection
     assert failure is not None
     raise failure
+
+
+async def open_with_failover(
+    url: str,
+    setup: Callable[[AbstractRobustConnection], Awaitable[T]],
+    *,
+    tls: TlsSettings | None = None,
+    name: str = "kpr-stream",
+    timeout_s: float = 60.0,
+    pause_s: float = 0.5,
+) -> tuple[AbstractRobustConnection, T]:
+    """Connect and run ``setup`` (channels, topology) on the new connection, failing over
+    when the connection is lost *while opening*.
+
+    :func:`connect` moves on when a node does not answer; a robust connection moves on
+    when it drops later. Between the two, a node that accepts the connection and then goes
+    away during ``setup`` (a cluster node shutting down sends CONNECTION_FORCED) would end
+    the open. Here that closes the half-open connection and starts again on the *next*
+    node, each node at most twice, ``pause_s`` apart; any other error of ``setup`` (a
+    refused declare, a bug) closes the connection and propagates unchanged.
+    """
+    nodes = len(broker_urls(url))
+    first = 0
+    lost: BaseException | None = None
+    for attempt in range(2 * nodes):
+        connection = await connect(
+            _starting_at(url, first), tls=tls, name=name, timeout_s=timeout_s
+        )
+        try:
+            return connection, await setup(connection)
+        except BaseException as error:
+            await asyncio.shield(connection.close())
+            if not _is_connection_loss(error):
+                raise
+            lost = error
+        node = connection.node if isinstance(connection, FailoverConnection) else 0
+        log.warning(
+            "connection to broker node %d lost while opening (%s); trying the next node",
+            (first + node) % nodes + 1,
+            type(lost).__name__,
+        )
+        first = (first + node + 1) % nodes
+        await asyncio.sleep(pause_s * (attempt + 1))
+    assert lost is not None
+    raise lost
+
+
+def _starting_at(url: str, first: int) -> str:
+    """``url``'s node list rotated to begin at node ``first`` (the rest in order after)."""
+    urls = broker_urls(url)
+    return ",".join(urls[first:] + urls[:first])
+
+
+def _is_connection_loss(error: BaseException) -> bool:
+    """Whether ``error`` out of a channel operation means the connection went away."""
+    if isinstance(error, asyncio.CancelledError):
+        # aiormq cancels pending calls when the connection closes under them; a
+        # cancellation of *our* task is not a connection loss and must propagate.
+        task = asyncio.current_task()
+        return task is not None and not task.cancelling()
+    return isinstance(error, (ConnectionError, OSError, ChannelInvalidStateError))

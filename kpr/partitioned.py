@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Self
 
 from consumers.consumer import Consumer
-from contracts.connection import TlsSettings, connect
+from contracts.connection import TlsSettings, open_with_failover
 from contracts.resources import AsyncResource
 from contracts.topology import Topology
 
@@ -150,10 +150,14 @@ class PartitionedConsumers(AsyncResource):
         Re-checked one by one with a short random pause, so processes starting together
         interleave their claims instead of all seeing every partition free.
         """
-        connection = await connect(self._url, tls=self._tls, name="kpr-partition-census")
+        connection, channel = await open_with_failover(
+            self._url,
+            lambda opened: opened.channel(publisher_confirms=False),
+            tls=self._tls,
+            name="kpr-partition-census",
+        )
         claimed: list[str] = []
         try:
-            channel = await connection.channel(publisher_confirms=False)
             underlay = await channel.get_underlay_channel()
             order = list(self._consumers)
             random.shuffle(order)

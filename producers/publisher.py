@@ -23,7 +23,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 
-from contracts.connection import TlsSettings, connect
+from contracts.connection import TlsSettings, open_with_failover
 from contracts.envelope import CONTENT_TYPE
 from contracts.errors import ConfirmTimeout, PublishFailed, PublishNacked, Unroutable
 from contracts.resources import AsyncResource
@@ -107,17 +107,17 @@ class Publisher(AsyncResource):
             return await self._open()
 
     async def _open(self) -> Self:
-        self._connection = await connect(self._url, tls=self._tls, name="kpr-producer")
-        try:
-            self._channel = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
+        async def setup(connection: AbstractRobustConnection) -> AbstractChannel:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             if self._declare:
-                await self._topology.declare(self._channel)
-            self._exchange = await self._channel.get_exchange(self._exchange_name, ensure=False)
-        except BaseException:
-            await self.aclose()
-            raise
+                await self._topology.declare(channel)
+            self._exchange = await channel.get_exchange(self._exchange_name, ensure=False)
+            return channel
+
+        # A node lost while we declare is failed over like one lost later.
+        self._connection, self._channel = await open_with_failover(
+            self._url, setup, tls=self._tls, name="kpr-producer"
+        )
         return self
 
     async def aclose(self) -> None:

@@ -219,7 +219,10 @@ class TcpProxy(AsyncResource):
     * :meth:`blackhole` stops forwarding without closing anything: bytes are held, new
       connections are accepted but not connected onward, like a silent network partition
       (no FIN, no RST, only silence);
-    * :meth:`heal` forwards again (held bytes flow, as TCP retransmission would deliver).
+    * :meth:`heal` forwards again (held bytes flow, as TCP retransmission would deliver);
+    * :meth:`drop_on_method` arms a cut at an exact protocol moment: when a client sends
+      that AMQP 0-9-1 method, every connection is aborted before the frame is forwarded
+      (so "the node went away while the client was declaring" is certain, not a race).
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -231,6 +234,8 @@ class TcpProxy(AsyncResource):
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections_accepted = 0
+        self._trigger: tuple[int, int] | None = None
+        self.triggered = asyncio.Event()
 
     @classmethod
     def to(cls, amqp_url: str) -> TcpProxy:
@@ -278,6 +283,11 @@ class TcpProxy(AsyncResource):
             writer.transport.abort()
         self._writers.clear()
 
+    def drop_on_method(self, class_id: int, method_id: int) -> None:
+        """Abort every connection the first time a client sends this method (once)."""
+        self._trigger = (class_id, method_id)
+        self.triggered.clear()
+
     def blackhole(self) -> None:
         self._flowing.clear()
 
@@ -305,7 +315,7 @@ class TcpProxy(AsyncResource):
                 return
             self._writers.add(up_writer)
             await asyncio.gather(
-                self._pump(reader, up_writer),
+                self._pump(reader, up_writer, _FrameWatch()),
                 self._pump(up_reader, writer),
                 return_exceptions=True,
             )
@@ -316,18 +326,65 @@ class TcpProxy(AsyncResource):
             self._writers.discard(writer)
             self._tasks.discard(task)  # type: ignore[arg-type]
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        watch: _FrameWatch | None = None,
+    ) -> None:
         try:
             while chunk := await reader.read(65536):
                 await self._flowing.wait()
                 if writer.transport.is_closing():
                     return
+                if watch is not None and self._trigger is not None:
+                    cut = watch.find(chunk, self._trigger)
+                    if cut is not None:
+                        writer.write(chunk[:cut])
+                        self._trigger = None
+                        self.triggered.set()
+                        self.drop_all()
+                        return
                 writer.write(chunk)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             writer.transport.abort()
+
+
+class _FrameWatch:
+    """Follows the AMQP 0-9-1 frames a client sends, across chunk boundaries."""
+
+    _PROTOCOL_HEADER = 8  # b"AMQP\x00\x00\x09\x01"
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._offset = 0  # stream offset of self._buffer[0]
+        self._skip = self._PROTOCOL_HEADER
+
+    def find(self, chunk: bytes, method: tuple[int, int]) -> int | None:
+        """Where in ``chunk`` the first frame carrying ``method`` starts, if it does."""
+        start = self._offset + len(self._buffer)  # stream offset of chunk[0]
+        self._buffer += chunk
+        while True:
+            if self._skip:
+                taken = min(self._skip, len(self._buffer))
+                self._buffer, self._offset = self._buffer[taken:], self._offset + taken
+                self._skip -= taken
+                if self._skip:
+                    return None
+            if len(self._buffer) < 11:  # type, channel, size, and the method ids
+                return None
+            frame_type = self._buffer[0]
+            size = int.from_bytes(self._buffer[3:7], "big")
+            ids = (
+                int.from_bytes(self._buffer[7:9], "big"),
+                int.from_bytes(self._buffer[9:11], "big"),
+            )
+            if frame_type == 1 and ids == method:
+                return max(self._offset - start, 0)
+            self._skip = 7 + size + 1  # header, payload, frame-end octet
 
 
 # -- helpers --------------------------------------------------------------------------

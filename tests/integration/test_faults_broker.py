@@ -260,6 +260,47 @@ async def test_connections_cut_twice_mid_stream_lose_nothing(
     assert counts["committed"] + counts["duplicate"] >= len(events)
 
 
+@pytest.mark.parametrize(
+    ("method", "moment"),
+    [((40, 10), "exchange.declare"), ((50, 10), "queue.declare"), ((50, 20), "queue.bind")],
+)
+async def test_a_node_lost_while_the_clients_open_fails_over_to_the_next(
+    amqp_vhost_url: str,
+    pki: PkiDir,
+    tmp_path: Path,
+    method: tuple[int, int],
+    moment: str,
+) -> None:
+    """The first node of ``KPR_AMQP_URL`` goes away at an exact moment of the topology
+    declaration (the proxy cuts when the client sends ``moment``), first under the
+    producer's open, then under the consumer's: both open on the next node and the
+    checker finds every event committed once. Before open_with_failover the producer
+    raised aiormq's ConnectionClosed out of publish_events (issue 17)."""
+    async with TcpProxy.to(amqp_vhost_url) as proxy:
+        settings = fault_settings(
+            f"{proxy.url_for(amqp_vhost_url)},{amqp_vhost_url}", pki, tmp_path
+        )
+        events = generate_events(60, seed=907)
+        history = History.for_events(events)
+
+        proxy.drop_on_method(*method)
+        report = await publish_events(settings, events, on_outcome=history.record)
+        assert proxy.triggered.is_set(), f"the producer never sent {moment}"
+        assert report.all_confirmed
+
+        proxy.drop_on_method(*method)
+        counts = await consume(settings, until_idle_s=2.0)
+        assert proxy.triggered.is_set(), f"the consumer never sent {moment}"
+
+    topology = settings.topology()
+    dead = await dead_lettered_ids(amqp_vhost_url, topology.dead_letter_queue)
+    verdict = check(history, await read_store(settings.store_url), dead)
+    print(moment, verdict.summary())
+    verdict.assert_valid()
+    assert verdict.committed == len(events)
+    assert counts["committed"] == len(events)
+
+
 async def test_a_silent_partition_heals_and_nothing_is_lost(
     amqp_vhost_url: str, pki: PkiDir, tmp_path: Path
 ) -> None:
