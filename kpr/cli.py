@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kpr.commands.synth",
     "kpr.commands.crypto",
     "kpr.commands.pki",
+    "kpr.commands.broker",
     "kpr.commands.dlq",
     "kpr.commands.dedup",
     "kpr.commands.report",

@@ -73,9 +73,10 @@ from contracts.pki import PkiDir, load_certificate, load_certificates, load_priv
 from contracts.topology import KPR_HER_IDS, Topology
 from contracts.trust import FileCrlSource, SenderAuthorisation, TrustStore
 
-__all__ = ["Settings"]
+__all__ = ["DEV_AUTHORISATION_FILE", "Settings"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEV_AUTHORISATION_FILE = "authorisation.json"  # what `kpr pki dev` writes beside the PKI
 
 
 def _path(value: str | None) -> Path | None:
@@ -245,9 +246,21 @@ class Settings:
             crls=FileCrlSource(crl_files) if crl_files else None,
         )
 
-    def sender_authorisation(self) -> SenderAuthorisation:
+    def authorisation_path(self) -> Path | None:
+        """``KPR_AUTHORISATION_FILE``; in the test environment only, else the file
+        ``kpr pki dev`` wrote beside the development PKI. Production never guesses: the
+        grants of who may report for whom are the operator's to give."""
         if self.authorisation_file is not None:
-            return SenderAuthorisation.from_json_file(self.authorisation_file)
+            return self.authorisation_file
+        beside_pki = self.pki_dir / DEV_AUTHORISATION_FILE
+        if self.environment is Environment.TEST and beside_pki.is_file():
+            return beside_pki
+        return None
+
+    def sender_authorisation(self) -> SenderAuthorisation:
+        path = self.authorisation_path()
+        if path is not None:
+            return SenderAuthorisation.from_json_file(path)
         return SenderAuthorisation.from_mapping({})
 
     def receipt_signing_identity(self) -> SigningIdentity:

@@ -39,7 +39,13 @@ from kpr.localprocess import (
     port_accepts,
 )
 
-__all__ = ["LocalRabbitCluster", "LocalRabbitMQ", "TlsListener", "rabbitmq_bin_dir"]
+__all__ = [
+    "LocalRabbitCluster",
+    "LocalRabbitMQ",
+    "TlsListener",
+    "rabbitmq_bin_dir",
+    "stop_node_group",
+]
 
 DEFAULT_PLUGINS: tuple[str, ...] = ("rabbitmq_consistent_hash_exchange",)
 EXTERNAL_AUTH_PLUGIN = "rabbitmq_auth_mechanism_ssl"
@@ -170,6 +176,17 @@ class LocalRabbitMQ(BlockingService):
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (also its process group's), while this object runs it."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    def leave_running(self) -> None:
+        """Let the node outlive this object and this process (``kpr broker start``):
+        :meth:`stop` no longer stops it; :func:`stop_node_group` does, from anywhere."""
+        with self._lock:
+            self._process = None
 
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
         """Run ``rabbitmqctl -q -n NODE *args`` against this node and return its stdout.
@@ -372,6 +389,28 @@ class LocalRabbitMQ(BlockingService):
 def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
+
+
+def stop_node_group(node: LocalRabbitMQ, pid: int) -> None:
+    """Stop a node started by another process (its server had ``pid``, which leads its
+    process group): ``rabbitmqctl stop``, then SIGTERM / SIGKILL to the group, as
+    :meth:`LocalRabbitMQ.stop` does for a node it runs. Harmless if it is already gone."""
+    with contextlib.suppress(LocalServiceError):  # the signals below take over
+        node.ctl("stop", timeout=_STOP_TIMEOUT_SECONDS)
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + 10
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signum)
+
+
+def _group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _template(name: str) -> Template:

@@ -5,17 +5,23 @@
 container when a Docker engine answers, and else from a local process
 (:class:`~kpr.localbroker.LocalRabbitMQ`, :class:`~kpr.localpostgres.LocalPostgres`).
 Whatever they start is returned *started*: the caller stops it (``service.stop()``).
+
+``start_kept_broker`` / ``kept_broker`` / ``stop_kept_broker`` are ``kpr broker``'s: a local
+node that outlives the command, found again through a small record in its state directory.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kpr.localbroker import LocalRabbitCluster, LocalRabbitMQ, TlsListener
+from kpr.localbroker import LocalRabbitCluster, LocalRabbitMQ, TlsListener, stop_node_group
 from kpr.localpostgres import LocalPostgres
 from kpr.localprocess import (
     BlockingService,
@@ -28,6 +34,7 @@ __all__ = [
     "AMQP_URL_VARIABLE",
     "POSTGRES_URL_VARIABLE",
     "ContainerRabbitMQ",
+    "KeptBroker",
     "LocalPostgres",
     "LocalRabbitCluster",
     "LocalRabbitMQ",
@@ -38,6 +45,9 @@ __all__ = [
     "ensure_broker",
     "ensure_postgres",
     "free_port",
+    "kept_broker",
+    "start_kept_broker",
+    "stop_kept_broker",
 ]
 
 AMQP_URL_VARIABLE = "KPR_AMQP_URL"
@@ -159,3 +169,90 @@ def ensure_postgres(state_dir: Path) -> tuple[str, LocalPostgres | None]:
     server = LocalPostgres(state_dir / "postgres")
     server.start()
     return server.url, server
+
+
+# -- a broker kept running between commands (``kpr broker``) --------------------------
+
+_KEPT_RECORD = "kept-broker.json"
+DEFAULT_AMQP_PORT = 5672
+
+
+@dataclass(frozen=True)
+class KeptBroker:
+    """What ``kpr broker start`` left running, as recorded in ``directory``."""
+
+    directory: Path
+    node_name: str
+    amqp_port: int
+    pid: int
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+
+    def node(self) -> LocalRabbitMQ:
+        return LocalRabbitMQ(self.directory, amqp_port=self.amqp_port, node_name=self.node_name)
+
+    def answers(self) -> bool:
+        try:
+            self.node().ctl("ping", timeout=15)
+        except LocalServiceError:
+            return False
+        return True
+
+
+def kept_broker(directory: Path) -> KeptBroker | None:
+    """The broker ``kpr broker start`` recorded in ``directory``, if there is a record."""
+    try:
+        record = json.loads((directory / _KEPT_RECORD).read_text(encoding="utf-8"))
+        return KeptBroker(
+            directory, str(record["node_name"]), int(record["amqp_port"]), int(record["pid"])
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise LocalServiceError(
+            f"{directory / _KEPT_RECORD} is unreadable ({type(error).__name__}); "
+            "stop the node by hand or delete the file"
+        ) from error
+
+
+def start_kept_broker(directory: Path, port: int | None = None) -> tuple[KeptBroker, bool]:
+    """Start a local node in ``directory`` that outlives this process, or find the one
+    already there; the flag says whether it was started now. ``port`` defaults to 5672
+    when that is free (so the default ``KPR_AMQP_URL`` reaches it), else any free port."""
+    existing = kept_broker(directory)
+    if existing is not None and existing.answers():
+        return existing, False
+    if existing is not None:
+        stop_node_group(existing.node(), existing.pid)  # a stale record: clean up after it
+    if port is None:
+        port = DEFAULT_AMQP_PORT if _bindable(DEFAULT_AMQP_PORT) else free_port()
+    node = LocalRabbitMQ(directory, amqp_port=port)
+    node.start()
+    pid = node.pid
+    assert pid is not None
+    kept = KeptBroker(node.state_dir, node.node_name, node.amqp_port, pid)
+    record = {"node_name": kept.node_name, "amqp_port": kept.amqp_port, "pid": kept.pid}
+    (node.state_dir / _KEPT_RECORD).write_text(json.dumps(record), encoding="utf-8")
+    node.leave_running()
+    return kept, True
+
+
+def stop_kept_broker(directory: Path) -> KeptBroker | None:
+    """Stop what ``start_kept_broker`` left in ``directory``; ``None`` if nothing was."""
+    kept = kept_broker(directory)
+    if kept is None:
+        return None
+    stop_node_group(kept.node(), kept.pid)
+    (directory / _KEPT_RECORD).unlink(missing_ok=True)
+    return kept
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

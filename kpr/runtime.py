@@ -240,6 +240,12 @@ async def consume(
     processes, so both cores work while the event loop handles AMQP and the store."""
     metrics = ConsumerMetrics(registry if registry is not None else CollectorRegistry())
     _certificate_gauges(settings, metrics)
+    if settings.authorisation_path() is None:
+        log.warning(
+            "KPR_AUTHORISATION_FILE is not set: only units that sign for themselves are "
+            "accepted, every other sender is dead-lettered as sender-not-authorised; set it "
+            "to the grants file (docs/OPERATIONS.md, 'Who may send what')"
+        )
     store: SqlStore = open_store(settings.store_url, linger_s=settings.group_commit_linger_s)
     # Before the pool starts: this may create the key file the workers then only read.
     pseudonyms = pseudonymiser(settings)

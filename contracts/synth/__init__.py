@@ -52,11 +52,30 @@ __all__ = [
     "DEFAULT_UNTIL",
     "EVENT_KINDS",
     "SynthOptions",
+    "dev_authorisation",
     "generate_events",
     "generate_lines",
 ]
 
 Event = KadAdmission | KadDischarge | HstConsultation
+
+
+def dev_authorisation(
+    sender_org_number: str = DEFAULT_SENDER_ORG_NUMBER,
+    units: Iterable[str] = DEFAULT_UNIT_ORG_NUMBERS,
+    *,
+    sender_her_id: int = DEFAULT_SENDER_HER_ID,
+) -> bytes:
+    """The sender-authorisation JSON that lets the development sender report for ``units``
+    (by default every unit the generator uses) under its HER-id: what ``kpr pki dev``,
+    the demo and the tests write (the file format of ``KPR_AUTHORISATION_FILE``)."""
+    return orjson.dumps(
+        {
+            "grants": {sender_org_number: sorted({sender_org_number, *units})},
+            "her_ids": {str(sender_her_id): sender_org_number},
+        },
+        option=orjson.OPT_INDENT_2,
+    )
 
 
 def generate_events(

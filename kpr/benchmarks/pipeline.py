@@ -58,7 +58,7 @@ from contracts.envelope import open_envelope, seal
 from contracts.events import Environment
 from contracts.letter import Party, encode_letter
 from contracts.pki import ensure_dev_pki, org_number_of
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import dev_authorisation, generate_events
 from kpr import eventloop
 from kpr.benchmarks.crypto import measure_openssl_rsa2048
 from kpr.benchmarks.drain import consume, raw_consume, republish, snapshot
@@ -465,10 +465,7 @@ def run_pipeline_benchmark(
     """Every figure of the module docstring, as one flat dict (see :func:`format_table`)."""
     pki = ensure_dev_pki(work_dir / "pki")
     authorisation = work_dir / "authorisation.json"
-    sender_org = pki.sender.info.org_number
-    authorisation.write_bytes(
-        orjson.dumps({sender_org: sorted({sender_org, *DEFAULT_UNIT_ORG_NUMBERS})})
-    )
+    authorisation.write_bytes(dev_authorisation(pki.sender.info.org_number))
     settings = Settings().with_overrides(
         amqp_url=amqp_url,
         pki_dir=pki.directory,

@@ -25,7 +25,7 @@ import orjson
 from contracts.envelope import CONTENT_TYPE
 from contracts.events import Environment
 from contracts.pki import ensure_dev_pki
-from contracts.synth import DEFAULT_SENDER_HER_ID, DEFAULT_UNIT_ORG_NUMBERS, generate_events
+from contracts.synth import dev_authorisation, generate_events
 from contracts.topology import Topology
 from kpr.config import Settings
 from kpr.localservices import ensure_broker
@@ -102,15 +102,7 @@ def run_demo(
         pki = ensure_dev_pki(pki_dir)
         run_id = secrets.token_hex(4)
         authorisation = state_dir / "authorisation.json"
-        sender_org = pki.sender.info.org_number
-        authorisation.write_bytes(
-            orjson.dumps(
-                {
-                    "grants": {sender_org: sorted({sender_org, *DEFAULT_UNIT_ORG_NUMBERS})},
-                    "her_ids": {str(DEFAULT_SENDER_HER_ID): sender_org},
-                }
-            )
-        )
+        authorisation.write_bytes(dev_authorisation(pki.sender.info.org_number))
         demo = settings.with_overrides(
             amqp_url=amqp_url,
             pki_dir=pki_dir,

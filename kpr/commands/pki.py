@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from contracts.pki import dev_pki_files, ensure_dev_pki, generate_dev_pki
+from contracts.synth import dev_authorisation
+from kpr.config import DEV_AUTHORISATION_FILE
 
 __all__ = ["register"]
 
@@ -18,7 +20,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     dev = actions.add_parser(
         "dev",
         help="write a development PKI (root, issuing CA, signing/encryption/TLS pairs)",
-        description="Write a development PKI into DIR. Existing files are kept unless --force.",
+        description=(
+            "Write a development PKI into DIR, and beside it the sender authorisation "
+            f"({DEV_AUTHORISATION_FILE}) that lets the development sender report for every "
+            "unit `kpr synth` uses; with KPR_ENVIRONMENT=test and KPR_PKI_DIR=DIR the "
+            "consumer reads it when KPR_AUTHORISATION_FILE is not set. "
+            "Existing files are kept unless --force."
+        ),
     )
     dev.add_argument("--out", type=Path, required=True, metavar="DIR")
     dev.add_argument("--force", action="store_true", help="regenerate even if files exist")
@@ -29,10 +37,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def _dev(args: argparse.Namespace) -> int:
     directory: Path = args.out
     if args.force:
-        generate_dev_pki(directory, key_size=args.key_size)
+        pki = generate_dev_pki(directory, key_size=args.key_size)
     else:
-        ensure_dev_pki(directory, key_size=args.key_size)
-    for name in dev_pki_files():
+        pki = ensure_dev_pki(directory, key_size=args.key_size)
+    authorisation = directory / DEV_AUTHORISATION_FILE
+    if args.force or not authorisation.is_file():
+        authorisation.write_bytes(dev_authorisation(pki.sender.info.org_number))
+    for name in [*dev_pki_files(), DEV_AUTHORISATION_FILE]:
         print(directory / name)
     print(
         f"development PKI in {directory} (keys are unencrypted: development only)", file=sys.stderr

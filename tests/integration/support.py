@@ -7,11 +7,9 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-import orjson
-
 from contracts.events import Environment
 from contracts.pki import PkiDir
-from contracts.synth import DEFAULT_SENDER_HER_ID, DEFAULT_UNIT_ORG_NUMBERS
+from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, dev_authorisation
 from kpr.config import Settings
 
 __all__ = ["environment_of", "pipeline_settings"]
@@ -33,13 +31,8 @@ def pipeline_settings(
     share one broker and one vhost.
     """
     authorisation = state_dir / "authorisation.json"
-    units = list(DEFAULT_UNIT_ORG_NUMBERS if grants is None else grants)
-    sender_org = pki.sender.info.org_number
-    authorisation.write_bytes(
-        orjson.dumps(
-            {"grants": {sender_org: units}, "her_ids": {str(DEFAULT_SENDER_HER_ID): sender_org}}
-        )
-    )
+    units = DEFAULT_UNIT_ORG_NUMBERS if grants is None else grants
+    authorisation.write_bytes(dev_authorisation(pki.sender.info.org_number, units))
     return Settings().with_overrides(
         amqp_url=amqp_url,
         pki_dir=pki.directory,
