@@ -3,7 +3,11 @@
 A message is a CMS SignedData (SHA-256, RSA PKCS#1 v1.5, signed attributes content-type,
 message-digest and signing-time; signer certificate and intermediates embedded; signer
 by issuerAndSerialNumber) whose DER ContentInfo is encrypted to the recipient's
-encryption certificate:
+encryption certificate. :func:`open_envelope` also accepts a SignerInfo with no signed
+attributes at all, as .NET ``SignedCms`` makes it for Helsenorge.Messaging: the signature
+is then over the content itself and the signer is judged at receipt time
+(:class:`SignatureForm`). A signed-attributes set must carry message-digest and
+signing-time. The profiles:
 
 - ``national``: EnvelopedData, AES-256-CBC, RSA PKCS#1 v1.5 key transport;
 - ``strict``: AuthEnvelopedData (RFC 5083), AES-256-GCM, RSA-OAEP-SHA256.
@@ -61,6 +65,7 @@ __all__ = [
     "DecryptionKey",
     "OpenedEnvelope",
     "Profile",
+    "SignatureForm",
     "SigningIdentity",
     "open_envelope",
     "seal",
@@ -111,13 +116,27 @@ class DecryptionKey:
     private_key: rsa.RSAPrivateKey
 
 
+@unique
+class SignatureForm(StrEnum):
+    """What the SignerInfo signature covers (RFC 5652 §5.4)."""
+
+    #: signed attributes content-type, message-digest and signing-time (what we seal)
+    ATTRIBUTES = "signed-attributes"
+    #: no signed attributes: the content itself (.NET SignedCms, Helsenorge.Messaging)
+    CONTENT = "content"
+
+
 @dataclass(frozen=True)
 class OpenedEnvelope:
+    """``signing_time`` is the signed signing-time, or for :attr:`SignatureForm.CONTENT`
+    (which has none) the receipt time at which the signer was judged."""
+
     content: bytes
     signer: x509.Certificate
     signing_time: datetime
     profile: Profile
     embedded_certificates: tuple[x509.Certificate, ...]
+    signature_form: SignatureForm = SignatureForm.ATTRIBUTES
 
 
 @functools.lru_cache(maxsize=1024)
@@ -348,14 +367,14 @@ def _verify_signed(
         why = "weak" if signed.digest_algorithm in _WEAK else "unsupported"
         raise UnsupportedAlgorithm(f"{why} digest algorithm {signed.digest_algorithm}")
     signature_padding = _signature_padding(signed)
-    if (
-        signed.signed_attrs_der is None
-        or signed.attr_message_digest is None
-        or signed.attr_signing_time is None
-    ):
-        raise MalformedMessage("signed attributes with message-digest and signing-time required")
-    if signed.attr_content_type != signed.content_type:
-        raise SignatureInvalid("the signed content-type attribute does not match the content")
+    form = SignatureForm.CONTENT if signed.signed_attrs_der is None else SignatureForm.ATTRIBUTES
+    if form is SignatureForm.ATTRIBUTES:
+        # A signed-attributes set is held to the full form: without message-digest the
+        # signature would not cover the content at all (RFC 5652 §5.3).
+        if signed.attr_message_digest is None or signed.attr_signing_time is None:
+            raise MalformedMessage("signed attributes without message-digest or signing-time")
+        if signed.attr_content_type != signed.content_type:
+            raise SignatureInvalid("the signed content-type attribute does not match the content")
     try:
         embedded = tuple(_load_certificate(der) for der in signed.certificates)
     except ValueError:
@@ -374,17 +393,25 @@ def _verify_signed(
         raise UntrustedSigner("the signer certificate is not included in the message")
     public_key = _signer_public_key(signer)
     hash_algorithm = _HASHES[signed.digest_algorithm]()
-    digest = hashes.Hash(hash_algorithm)
-    digest.update(signed.content)
-    if not hmac.compare_digest(digest.finalize(), signed.attr_message_digest):
-        raise SignatureInvalid("the message digest does not match the signed content")
+    if signed.signed_attrs_der is None:
+        # .NET SignedCms as Helsenorge.Messaging uses it: the signature is over the content
+        # itself, and with no signing-time the certificate is judged at receipt time.
+        signed_bytes = signed.content
+        signing_time = (now or datetime.now(UTC)).astimezone(UTC)
+    else:
+        # checked above for the signed-attributes form
+        assert signed.attr_message_digest is not None
+        assert signed.attr_signing_time is not None
+        digest = hashes.Hash(hash_algorithm)
+        digest.update(signed.content)
+        if not hmac.compare_digest(digest.finalize(), signed.attr_message_digest):
+            raise SignatureInvalid("the message digest does not match the signed content")
+        signed_bytes = signed.signed_attrs_der
+        signing_time = signed.attr_signing_time.astimezone(UTC)
     try:
-        public_key.verify(
-            signed.signature, signed.signed_attrs_der, signature_padding, hash_algorithm
-        )
+        public_key.verify(signed.signature, signed_bytes, signature_padding, hash_algorithm)
     except InvalidSignature:
         raise SignatureInvalid("the signature does not verify") from None
-    signing_time = signed.attr_signing_time.astimezone(UTC)
     trust.verify(signer, hints=embedded, at=signing_time, now=now)
     return OpenedEnvelope(
         content=signed.content,
@@ -392,6 +419,7 @@ def _verify_signed(
         signing_time=signing_time,
         profile=profile,
         embedded_certificates=embedded,
+        signature_form=form,
     )
 
 

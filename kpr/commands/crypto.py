@@ -51,7 +51,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     seal_parser.set_defaults(handler=_seal)
 
     open_parser = subparsers.add_parser(
-        "open", help="decrypt and verify a message, print the verified event"
+        "open",
+        help="decrypt and verify a message, print the verified event",
+        description="Signature forms accepted: CMS SignedData with signed attributes "
+        "(content-type, message-digest, signing-time; the signer judged at signing time), "
+        "or with no signed attributes, the signature over the content as .NET SignedCms "
+        "(Helsenorge.Messaging) makes it (the signer judged at receipt time).",
     )
     open_parser.add_argument("message", type=Path, metavar="FILE")
     open_parser.add_argument("--recipient-cert", type=Path, required=True)
@@ -167,7 +172,8 @@ def _open(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     print(
         f"signed by {_subject(opened.signer)} (org number {signer_org or 'none'}) "
-        f"at {opened.signing_time.isoformat()}, profile {opened.profile}",
+        f"at {opened.signing_time.isoformat()}, profile {opened.profile}, "
+        f"signature over {opened.signature_form}",
         file=sys.stderr,
     )
     return 0

@@ -13,7 +13,7 @@ import pytest
 from crypto_fixtures import CONTENT, IssueSigner
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from contracts.envelope import Profile, open_envelope, seal
+from contracts.envelope import Profile, SignatureForm, open_envelope, seal
 from contracts.errors import SignatureInvalid, UnsupportedAlgorithm
 from contracts.pki import PkiDir, write_certificate, write_private_key
 from contracts.trust import TrustStore
@@ -204,3 +204,40 @@ def test_openssl_speed_is_measured_for_the_benchmark_baseline() -> None:
 
     private_per_s, public_per_s = measure_openssl_rsa2048(1)
     assert 0 < private_per_s < public_per_s
+
+
+def test_we_open_a_noattr_signature_as_dotnet_signedcms_makes_it(
+    dev_pki: PkiDir, trust: TrustStore, tmp_path: Path
+) -> None:
+    """openssl cms -sign -noattr (no signed attributes, signature over the content, the
+    intermediate embedded without the root), then -encrypt -aes-256-cbc: it opens, and
+    says the signature covered the content."""
+    signed = openssl_sign(dev_pki, tmp_path, "-md", "sha256", "-noattr")
+    message = openssl_encrypt(dev_pki, tmp_path, signed, "-aes-256-cbc")
+    opened = open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
+    assert opened.content == CONTENT
+    assert opened.signer == dev_pki.sender.signing_certificate
+    assert opened.signature_form is SignatureForm.CONTENT
+
+
+def test_a_noattr_signature_over_changed_content_fails(
+    dev_pki: PkiDir, trust: TrustStore, tmp_path: Path
+) -> None:
+    """One byte of the content changed inside a -noattr SignedData: SignatureInvalid."""
+    signed = openssl_sign(dev_pki, tmp_path, "-md", "sha256", "-noattr")
+    original = signed.read_bytes()
+    assert original.count(b'"amount":100') == 1
+    signed.write_bytes(original.replace(b'"amount":100', b'"amount":900'))
+    message = openssl_encrypt(dev_pki, tmp_path, signed, "-aes-256-cbc")
+    with pytest.raises(SignatureInvalid):
+        open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
+
+
+def test_a_noattr_sha1_signature_is_still_an_unsupported_algorithm(
+    dev_pki: PkiDir, trust: TrustStore, tmp_path: Path
+) -> None:
+    """Without signed attributes a weak digest is refused as before."""
+    signed = openssl_sign(dev_pki, tmp_path, "-md", "sha1", "-noattr")
+    message = openssl_encrypt(dev_pki, tmp_path, signed, "-aes-256-cbc")
+    with pytest.raises(UnsupportedAlgorithm, match="sha1"):
+        open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
