@@ -8,12 +8,13 @@ pathway, and how to tell the database's errors apart (integrity, retryable, unav
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["SCHEMA", "Dialect", "PostgresDialect", "SqliteDialect"]
+__all__ = ["SCHEMA", "Dialect", "PostgresDialect", "SqliteDialect", "placeholders"]
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS received_messages (
@@ -77,6 +78,14 @@ SCHEMA = [
         field TEXT)""",
     "CREATE INDEX IF NOT EXISTS rejections_time ON rejections (rejected_at)",
 ]
+
+
+@functools.lru_cache(maxsize=512)
+def placeholders(rows: int, columns: int) -> str:
+    """``(?, ?), (?, ?)`` for ``rows`` rows of ``columns`` values (one row: ``(?, ?)``);
+    a dialect's :meth:`~Dialect.sql` turns them into its parameter style."""
+    row = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([row] * rows)
 
 
 class Dialect(Protocol):

@@ -8,7 +8,8 @@ One SQL implementation serves both databases through DB-API 2 (``sqlite3`` and
 1. suppresses a message id seen before (redelivery, resend, replay) -> ``DUPLICATE``;
 2. compares an already-stored event id + revision: same content -> ``DUPLICATE``,
    other content -> :class:`~contracts.errors.ConflictingDuplicate`;
-3. stores the event and the message id, and recomputes the projections it touches.
+3. stores the event and the message id, and recomputes the projections it touches
+   (:mod:`consumers.projections`).
 
 The caller acks only after ``apply`` returns, so a crash between commit and ack is a
 redelivery that step 1 suppresses. Concurrent consumers on PostgreSQL serialise on a
@@ -29,15 +30,8 @@ from enum import Enum, StrEnum, unique
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-import orjson
-
-from consumers.database import SCHEMA, Dialect, PostgresDialect, SqliteDialect
-from consumers.pathways import (
-    StoredEventRow,
-    effective_content,
-    project_consultation,
-    project_stay,
-)
+from consumers.database import SCHEMA, Dialect, PostgresDialect, SqliteDialect, placeholders
+from consumers.projections import Projections
 from consumers.queries import PathwayQueries, StoreSummary, iso
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
 from contracts.resources import AsyncResource
@@ -110,18 +104,6 @@ class PathwayStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-_STAY_UPSERT = """
-INSERT INTO stays (unit_org, stay_id, person_key, municipality, admitted_at, discharged_at,
-                   length_of_stay_hours, complete, detail)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (unit_org, stay_id) DO UPDATE SET
-    person_key = excluded.person_key, municipality = excluded.municipality,
-    admitted_at = excluded.admitted_at, discharged_at = excluded.discharged_at,
-    length_of_stay_hours = excluded.length_of_stay_hours, complete = excluded.complete,
-    detail = excluded.detail
-"""
-
-
 MAX_GROUP_COMMIT = 128
 #: With a linger, a commit waits for this many events (or the linger) before it starts.
 DEFAULT_LINGER_BATCH = 32
@@ -144,26 +126,19 @@ _EVENT_COLUMNS = (
 )
 
 
-@functools.lru_cache(maxsize=512)
-def _placeholders(rows: int, columns: int) -> str:
-    """``(?, ?), (?, ?)`` for ``rows`` rows of ``columns`` values (one row: ``(?, ?)``)."""
-    row = "(" + ", ".join("?" * columns) + ")"
-    return ", ".join([row] * rows)
-
-
 # Only placeholders are formatted into these statements; values are always parameters.
 @functools.lru_cache(maxsize=256)
 def _insert_received(rows: int) -> str:
     return (
         "INSERT INTO received_messages (message_id, event_id, revision, received_at)"  # noqa: S608
-        f" VALUES {_placeholders(rows, 4)} ON CONFLICT (message_id) DO NOTHING"
+        f" VALUES {placeholders(rows, 4)} ON CONFLICT (message_id) DO NOTHING"
     )
 
 
 @functools.lru_cache(maxsize=256)
 def _insert_events(rows: int) -> str:
     return (
-        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {_placeholders(rows, 15)}"  # noqa: S608
+        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {placeholders(rows, 15)}"  # noqa: S608
         " ON CONFLICT (event_id, revision) DO NOTHING"
     )
 
@@ -214,6 +189,7 @@ class SqlStore(PathwayQueries, AsyncResource):
         if linger_s < 0 or linger_batch < 1:
             raise ValueError("linger_s must be >= 0 and linger_batch >= 1")
         self._dialect = dialect
+        self._projections = Projections(dialect)
         self._linger_s = linger_s
         self._linger_batch = min(linger_batch, MAX_GROUP_COMMIT)
         self._batch_ready = asyncio.Event()
@@ -424,12 +400,12 @@ class SqlStore(PathwayQueries, AsyncResource):
             (record.unit_org, record.stay_id) for record in records if record.stay_id is not None
         )
         for unit_org, stay_id in stays:
-            self._project_stay(cursor, unit_org, stay_id)
+            self._projections.stay(cursor, unit_org, stay_id)
         consultations = dict.fromkeys(
             record.record_key for record in records if record.event_type == "hst.consultation"
         )
         if consultations:
-            self._project_consultations(cursor, list(consultations))
+            self._projections.consultations(cursor, list(consultations))
         return [ApplyResult.COMMITTED] * len(records)
 
     def _apply_in_savepoint(
@@ -479,114 +455,10 @@ class SqlStore(PathwayQueries, AsyncResource):
                 )
             return ApplyResult.DUPLICATE
         if record.stay_id is not None:
-            self._project_stay(cursor, record.unit_org, record.stay_id)
+            self._projections.stay(cursor, record.unit_org, record.stay_id)
         if record.event_type == "hst.consultation":
-            self._project_consultations(cursor, [record.record_key])
+            self._projections.consultations(cursor, [record.record_key])
         return ApplyResult.COMMITTED
-
-    def _rows(self, cursor: Any, where: str, params: Sequence[Any]) -> list[StoredEventRow]:
-        # ``where`` is one of this module's constant fragments; values are parameters
-        query = f"SELECT event_id, revision, record_key, correction, event_type, payload FROM events WHERE {where}"  # noqa: E501, S608
-        cursor.execute(
-            self._dialect.sql(query),
-            tuple(params),
-        )
-        return [
-            StoredEventRow(
-                event_id=row[0],
-                revision=row[1],
-                record_key=row[2],
-                correction=row[3],
-                event_type=row[4],
-                payload=orjson.loads(row[5]),
-            )
-            for row in cursor.fetchall()
-        ]
-
-    def _project_stay(self, cursor: Any, unit_org: str, stay_id: str) -> None:
-        """Recompute one stay from the effective records of its two sides."""
-        rows = self._rows(cursor, "unit_org = ? AND stay_id = ?", (unit_org, stay_id))
-        record_keys = {row.record_key for row in rows}
-        # Corrections may name the record without repeating the stay id: fetch whole records.
-        by_record: dict[str, list[StoredEventRow]] = {key: [] for key in record_keys}
-        for key in record_keys:
-            by_record[key] = self._rows(cursor, "record_key = ?", (key,))
-        sides: dict[str, Any] = {}
-        for record_rows in by_record.values():
-            content = effective_content(record_rows)
-            if content is not None:
-                sides[str(content["event_type"])] = content
-        stay = project_stay(
-            unit_org, stay_id, sides.get("kad.admission"), sides.get("kad.discharge")
-        )
-        sql = self._dialect.sql
-        if stay is None:
-            cursor.execute(
-                sql("DELETE FROM stays WHERE unit_org = ? AND stay_id = ?"), (unit_org, stay_id)
-            )
-            return
-        detail = orjson.dumps(
-            {
-                "admission_diagnoses": stay.admission_diagnoses,
-                "discharge_diagnoses": stay.discharge_diagnoses,
-                "referred_by": stay.referred_by,
-                "discharged_to": stay.discharged_to,
-            }
-        ).decode()
-        cursor.execute(
-            sql(_STAY_UPSERT),
-            (
-                stay.unit_org,
-                stay.stay_id,
-                stay.person_key,
-                stay.municipality,
-                iso(stay.admitted_at),
-                iso(stay.discharged_at),
-                stay.length_of_stay_hours,
-                1 if stay.complete else 0,
-                detail,
-            ),
-        )
-
-    def _project_consultations(self, cursor: Any, record_keys: Sequence[str]) -> None:
-        """Recompute the consultations of these records: one read, one delete, one insert."""
-        sql = self._dialect.sql
-        marks = _placeholders(1, len(record_keys))
-        by_record: dict[str, list[StoredEventRow]] = {key: [] for key in record_keys}
-        for row in self._rows(cursor, f"record_key IN {marks}", record_keys):
-            by_record[row.record_key].append(row)
-        projected = [
-            consultation
-            for key, rows in by_record.items()
-            if (consultation := project_consultation(key, effective_content(rows))) is not None
-        ]
-        delete = f"DELETE FROM consultations WHERE record_key IN {marks}"  # noqa: S608 - placeholders
-        cursor.execute(sql(delete), record_keys)
-        if not projected:
-            return
-        cursor.execute(
-            sql(
-                "INSERT INTO consultations (record_key, person_key, service_area, unit_org,"  # noqa: S608
-                " municipality, consultation_at, programme_consultation, status, birth_date,"
-                f" measured) VALUES {_placeholders(len(projected), 10)}"
-            ),
-            [
-                value
-                for consultation in projected
-                for value in (
-                    consultation.record_key,
-                    consultation.person_key,
-                    consultation.service_area,
-                    consultation.unit_org,
-                    consultation.municipality,
-                    iso(consultation.consultation_at),
-                    consultation.programme_consultation,
-                    consultation.status,
-                    consultation.birth_date,
-                    1 if consultation.measured else 0,
-                )
-            ],
-        )
 
     async def record_rejection(self, rejection: RejectionRecord) -> None:
         def write(connection: Any) -> None:
