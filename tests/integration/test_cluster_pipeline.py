@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from faults_support import History, eventually, paced
 from support import pipeline_settings
 
 from contracts import PkiDir, ensure_dev_pki
@@ -16,6 +17,7 @@ from contracts.synth import generate_events
 from kpr.localbroker import LocalRabbitMQ
 from kpr.localprocess import free_port
 from kpr.runtime import consume, publish_events, store_summary
+from producers.publisher import PublishOutcome
 
 CLUSTER_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "cluster.sh"
 
@@ -62,9 +64,23 @@ async def test_pipeline_keeps_running_without_loss_when_a_replica_node_stops(
         while (before := (await store_summary(settings)).events_committed) < 50:
             assert time.monotonic() < deadline, "the consumer did not start committing"
             await asyncio.sleep(0.2)
-        # Mid-stream: the second half is published while node 3 goes down.
-        second_half = asyncio.create_task(publish_events(settings, events[150:]))
+        # Mid-stream: the second half is paced in a thread, and node 3 goes down once it
+        # confirms, so the stop lands while the producer publishes, not while it opens
+        # (15 s of publishing: longer than cluster.sh takes to stop a node).
+        history = History.for_events(events[150:])
+        second_half = asyncio.create_task(
+            asyncio.to_thread(
+                asyncio.run,
+                publish_events(settings, paced(events[150:], 0.1), on_outcome=history.record),
+            )
+        )
+
+        async def second_half_confirming() -> bool:
+            return len(history.with_outcome(PublishOutcome.CONFIRMED)) >= 10
+
+        await eventually(second_half_confirming, timeout_s=60, what="the second half confirming")
         await asyncio.to_thread(_cluster, state_dir, ports, "stop-node", "3")
+        confirmed_at_stop = len(history.with_outcome(PublishOutcome.CONFIRMED))
         assert (await second_half).all_confirmed
 
         while (committed := (await store_summary(settings)).events_committed) < len(events):
@@ -86,6 +102,7 @@ async def test_pipeline_keeps_running_without_loss_when_a_replica_node_stops(
         await asyncio.to_thread(_cluster, state_dir, ports, "stop")
 
     assert before < len(events)  # the node went down with work outstanding
+    assert confirmed_at_stop < len(events) - 150  # and while the producer published
     assert counts["committed"] == len(events)
     assert (await store_summary(settings)).events_committed == len(events)
     assert f"kpr-{ports[2]}@localhost  amqp {ports[2]}  down" in status

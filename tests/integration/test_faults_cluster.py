@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from faults_support import History, check, dead_lettered_ids, read_store
+from faults_support import History, check, dead_lettered_ids, eventually, paced, read_store
 from support import pipeline_settings
 
 from contracts import ensure_dev_pki
 from contracts.synth import generate_events
 from kpr.localbroker import LocalRabbitCluster
 from kpr.runtime import consume, publish_events, store_summary
+from producers.publisher import PublishOutcome
 
 
 def _leaders(cluster: LocalRabbitCluster, node: int) -> dict[str, str]:
@@ -49,10 +50,22 @@ async def test_stopping_the_leader_node_mid_stream_loses_nothing(tmp_path: Path)
         while (await store_summary(settings)).events_committed < 30:
             assert time.monotonic() < deadline, "the consumer did not start committing"
             await asyncio.sleep(0.2)
+        # The second half is paced in a thread of its own, and the leader is stopped once
+        # it confirms: mid-stream for certain, never inside the producer's open (that
+        # moment has a test of its own, test_faults_broker's node-lost-while-opening).
         rest = asyncio.create_task(
-            publish_events(settings, events[100:], on_outcome=history.record)
+            asyncio.to_thread(
+                asyncio.run,
+                publish_events(settings, paced(events[100:], 0.02), on_outcome=history.record),
+            )
         )
+
+        async def second_half_confirming() -> bool:
+            return len(history.with_outcome(PublishOutcome.CONFIRMED)) >= 110
+
+        await eventually(second_half_confirming, timeout_s=60, what="the second half confirming")
         await asyncio.to_thread(cluster.nodes[0].stop)  # the leader goes away mid-stream
+        confirmed_at_stop = len(history.with_outcome(PublishOutcome.CONFIRMED))
         await rest
 
         while (await store_summary(settings)).events_committed < len(events):
@@ -68,6 +81,7 @@ async def test_stopping_the_leader_node_mid_stream_loses_nothing(tmp_path: Path)
 
     verdict = check(history, await read_store(settings.store_url), dead)
     verdict.assert_valid()
+    assert confirmed_at_stop < len(events)  # the producer was still publishing
     assert verdict.confirmed == len(events)  # resends after the failover all confirmed
     assert verdict.committed == len(events)
     assert leader_after in {cluster.nodes[1].node_name, cluster.nodes[2].node_name}
