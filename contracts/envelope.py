@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import hmac
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,6 +74,10 @@ __all__ = [
 
 CONTENT_TYPE = "application/pkcs7-mime; smime-type=signed-and-enveloped-data"
 MAX_MESSAGE_BYTES = 1_000_000  # the national service bus limit
+#: A signer and its intermediates; .NET SignedCms embeds the chain without the root.
+MAX_EMBEDDED_CERTIFICATES = 16
+#: RFC 5280 4.1.2.2: a serial is positive and at most 20 octets.
+_MAX_SERIAL = 2 ** (8 * 20 - 1)
 
 _KEY_BYTES = 32  # AES-256
 _GCM_NONCE_BYTES = 12
@@ -149,6 +154,46 @@ def _load_certificate(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
+# What reading a hostile certificate can raise from cryptography: a bad encoding
+# (ValueError, TypeError), a version other than v1-v3, a duplicate extension, a general
+# name form it does not know, a key or signature algorithm it does not support.
+_CERTIFICATE_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    CryptographyUnsupportedAlgorithm,
+)
+
+
+def _load_embedded(der: bytes) -> x509.Certificate:
+    """An embedded certificate parsed through everything the trust path will read.
+
+    cryptography parses extensions lazily, so a malformed one would otherwise surface
+    later, inside signer matching or chain building, as an exception that is not a
+    refusal (and the message would be requeued instead of dead-lettered).
+    """
+    try:
+        with warnings.catch_warnings():
+            # a non-positive serial only warns (for now); it is refused below instead
+            warnings.simplefilter("ignore")
+            certificate = _load_certificate(der)
+            for extension in certificate.extensions:
+                _ = extension.value
+            serial = certificate.serial_number
+            _ = (certificate.issuer, certificate.subject)
+            _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+    except _CERTIFICATE_PARSE_ERRORS:
+        raise MalformedMessage("an embedded certificate is not well formed") from None
+    if not 0 < serial < _MAX_SERIAL:
+        raise MalformedMessage(
+            "an embedded certificate has a serial number that is not positive or is longer "
+            "than 20 octets (RFC 5280 4.1.2.2)"
+        )
+    return certificate
+
+
 @functools.lru_cache(maxsize=256)
 def _identifiers(certificate: x509.Certificate) -> tuple[bytes, int, bytes | None]:
     """(issuer DER as encoded in the certificate, serial, subjectKeyIdentifier)."""
@@ -203,21 +248,36 @@ def seal(
     Raises :class:`UnsupportedAlgorithm` for a non-RSA or sub-2048-bit key.
     """
     _rsa_public_key(signer.certificate)
-    recipient_key = _rsa_public_key(recipient)
+    _rsa_public_key(recipient)
+    certificates = [_der(c) for c in (signer.certificate, *signer.chain)]
+    return _encrypt(_sign(content, signer, signing_time, certificates), recipient, profile)
+
+
+def _sign(
+    content: bytes,
+    signer: SigningIdentity,
+    signing_time: datetime | None,
+    certificates_der: Sequence[bytes],
+) -> bytes:
+    """SignedData over ``content`` carrying ``certificates_der`` as its certificate set."""
     when = (signing_time or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     digest = hashes.Hash(hashes.SHA256())
     digest.update(content)
     attributes = _asn1.signed_attributes(digest.finalize(), when)
     signature = signer.private_key.sign(attributes, padding.PKCS1v15(), hashes.SHA256())
     signer_issuer, signer_serial, _ = _identifiers(signer.certificate)
-    inner = _asn1.signed_data(
+    return _asn1.signed_data(
         content,
         attributes_der=attributes,
         signature=signature,
         signer_issuer_der=signer_issuer,
         signer_serial=signer_serial,
-        certificates_der=[_der(c) for c in (signer.certificate, *signer.chain)],
+        certificates_der=list(certificates_der),
     )
+
+
+def _encrypt(inner: bytes, recipient: x509.Certificate, profile: Profile) -> bytes:
+    recipient_key = _rsa_public_key(recipient)
     recipient_issuer, recipient_serial, _ = _identifiers(recipient)
     key = os.urandom(_KEY_BYTES)
     if profile is Profile.STRICT:
@@ -375,10 +435,12 @@ def _verify_signed(
             raise MalformedMessage("signed attributes without message-digest or signing-time")
         if signed.attr_content_type != signed.content_type:
             raise SignatureInvalid("the signed content-type attribute does not match the content")
-    try:
-        embedded = tuple(_load_certificate(der) for der in signed.certificates)
-    except ValueError:
-        raise MalformedMessage("an embedded certificate is not well formed") from None
+    if len(signed.certificates) > MAX_EMBEDDED_CERTIFICATES:
+        raise MalformedMessage(
+            f"the message embeds {len(signed.certificates)} certificates; "
+            f"at most {MAX_EMBEDDED_CERTIFICATES} are accepted"
+        )
+    embedded = tuple(_load_embedded(der) for der in signed.certificates)
     signer = next(
         (
             certificate

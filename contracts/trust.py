@@ -53,6 +53,10 @@ __all__ = [
 
 MIN_RSA_KEY_BITS = 2048
 MAX_CHAIN_DEPTH = 5
+#: Issuer signatures tried while building one chain. A real chain needs one per level;
+#: a pool of certificates sharing a subject and key would otherwise make the search
+#: exponential in the pool's size (every ordering of it is a candidate path).
+MAX_CHAIN_CANDIDATES = 32
 _ALLOWED_CERT_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _CHAIN_CACHE_SIZE = 4096
 
@@ -262,7 +266,7 @@ class TrustStore:
         check_certificate_algorithms(signer)
         if signer in self._root_set or signer.issuer == signer.subject:
             raise UntrustedSigner("a self-signed certificate cannot sign messages")
-        chain = self._build(signer, (signer,), frozenset(hints))
+        chain = self._build(signer, (signer,), frozenset(hints), [MAX_CHAIN_CANDIDATES])
         if chain is None:
             raise UntrustedSigner("no chain from the signer certificate to a trusted root")
         result = _Chain(chain)
@@ -277,7 +281,10 @@ class TrustStore:
         certificate: x509.Certificate,
         path: tuple[x509.Certificate, ...],
         hints: frozenset[x509.Certificate],
+        budget: list[int],
     ) -> tuple[x509.Certificate, ...] | None:
+        """Depth first from ``certificate`` to a root; ``budget`` (one counter shared by
+        the whole search) is the number of issuer signatures it may still try."""
         if len(path) > MAX_CHAIN_DEPTH:
             return None
         candidates = sorted(
@@ -286,6 +293,9 @@ class TrustStore:
         for issuer in candidates:
             if issuer in path or not _may_issue(issuer, cas_below=len(path) - 1):
                 continue
+            if budget[0] <= 0:
+                return None
+            budget[0] -= 1
             try:
                 certificate.verify_directly_issued_by(issuer)
             except (ValueError, TypeError, InvalidSignature):
@@ -293,7 +303,7 @@ class TrustStore:
             check_certificate_algorithms(issuer)
             if issuer in self._root_set:
                 return (*path, issuer)
-            found = self._build(issuer, (*path, issuer), hints)
+            found = self._build(issuer, (*path, issuer), hints, budget)
             if found is not None:
                 return found
         return None
