@@ -230,7 +230,7 @@ class TrustStore:
           in the chain.
         - :class:`UntrustedSigner`: no chain to a configured root through configured
           intermediates, a CA certificate as signer, or a signer without the
-          digitalSignature / nonRepudiation key usage.
+          nonRepudiation key usage.
         - :class:`CertificateExpired`: a chain certificate outside its validity at ``at``
           or at ``now``.
         - :class:`CertificateRevoked` / :class:`CrlUnavailable`: from the CRL source.
@@ -320,9 +320,14 @@ def _check_signer_usage(signer: x509.Certificate) -> None:
         usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         raise UntrustedSigner("the signer certificate has no key usage extension") from None
-    if not (usage.digital_signature or usage.content_commitment):
+    if not usage.content_commitment:
+        # The national bus's client demands nonRepudiation of a sender's signature
+        # certificate (an encryption certificate often carries digitalSignature too, so
+        # digitalSignature alone does not tell a signing certificate from it).
         raise UntrustedSigner(
-            "the signer certificate is not for signing (needs digitalSignature or nonRepudiation)"
+            "the signer certificate is not a signing certificate (no nonRepudiation "
+            "key usage): sign with the enterprise signing certificate, not the "
+            "encryption or TLS one"
         )
 
 

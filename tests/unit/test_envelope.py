@@ -168,7 +168,7 @@ def test_a_key_encipherment_certificate_cannot_sign(dev_pki: PkiDir, trust: Trus
         dev_pki.sender.encryption_certificate, dev_pki.sender.encryption_key, dev_pki.intermediates
     )
     message = seal(CONTENT, signer=identity, recipient=dev_pki.register.encryption_certificate)
-    with pytest.raises(UntrustedSigner, match="not for signing"):
+    with pytest.raises(UntrustedSigner, match="not a signing certificate"):
         open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
 
 

@@ -18,7 +18,18 @@ from contracts.errors import (
     SenderNotAuthorised,
     UntrustedSigner,
 )
-from contracts.pki import ENCRYPTION, PARTIES, SIGNING, DevCa, PkiDir, create_crl, enterprise_name
+from contracts.pki import (
+    ENCRYPTION,
+    PARTIES,
+    SIGNING,
+    TLS_CLIENT,
+    TLS_SERVER,
+    DevCa,
+    KeyUsageProfile,
+    PkiDir,
+    create_crl,
+    enterprise_name,
+)
 from contracts.trust import FileCrlSource, SenderAuthorisation, TrustStore
 
 NOW = datetime.now(UTC)
@@ -91,9 +102,30 @@ def test_a_ca_certificate_cannot_sign_messages(dev_pki: PkiDir, trust: TrustStor
 def test_a_key_encipherment_only_certificate_is_not_a_signer(
     dev_pki: PkiDir, trust: TrustStore
 ) -> None:
-    """The encryption certificate lacks digitalSignature and nonRepudiation."""
-    with pytest.raises(UntrustedSigner, match="not for signing"):
+    """The encryption certificate lacks nonRepudiation."""
+    with pytest.raises(UntrustedSigner, match="not a signing certificate"):
         trust.verify(dev_pki.sender.encryption_certificate, hints=(), at=NOW, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        KeyUsageProfile(digital_signature=True, key_encipherment=True),
+        KeyUsageProfile(digital_signature=True),
+        TLS_CLIENT,
+        TLS_SERVER,
+    ],
+    ids=["encryption with digitalSignature", "digitalSignature only", "TLS client", "TLS server"],
+)
+def test_only_a_certificate_with_non_repudiation_signs_messages(
+    trust: TrustStore, issue_signer: IssueSigner, usage: KeyUsageProfile
+) -> None:
+    """The national signer profile (MUG-000014): every other kind, digitalSignature
+    included, is refused with a reason that names the certificate's wrong kind; the same
+    sender's signing certificate passes."""
+    with pytest.raises(UntrustedSigner, match="not a signing certificate"):
+        trust.verify(issue_signer(usage=usage).certificate, hints=(), at=NOW, now=NOW)
+    trust.verify(issue_signer(usage=SIGNING).certificate, hints=(), at=NOW, now=NOW)
 
 
 def test_validity_is_checked_at_signing_time_and_now(
