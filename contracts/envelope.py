@@ -149,11 +149,6 @@ def _der(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
 
 
-@functools.lru_cache(maxsize=1024)
-def _load_certificate(der: bytes) -> x509.Certificate:
-    return x509.load_der_x509_certificate(der)
-
-
 # What reading a hostile certificate can raise from cryptography: a bad encoding
 # (ValueError, TypeError), a version other than v1-v3, a duplicate extension, a general
 # name form it does not know, a key or signature algorithm it does not support.
@@ -167,18 +162,20 @@ _CERTIFICATE_PARSE_ERRORS = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def _load_embedded(der: bytes) -> x509.Certificate:
     """An embedded certificate parsed through everything the trust path will read.
 
     cryptography parses extensions lazily, so a malformed one would otherwise surface
     later, inside signer matching or chain building, as an exception that is not a
-    refusal (and the message would be requeued instead of dead-lettered).
+    refusal (and the message would be requeued instead of dead-lettered). Cached by DER:
+    a sender's certificates are parsed once, not per message (a refusal is not cached).
     """
     try:
         with warnings.catch_warnings():
             # a non-positive serial only warns (for now); it is refused below instead
             warnings.simplefilter("ignore")
-            certificate = _load_certificate(der)
+            certificate = x509.load_der_x509_certificate(der)
             for extension in certificate.extensions:
                 _ = extension.value
             serial = certificate.serial_number
@@ -248,7 +245,6 @@ def seal(
     Raises :class:`UnsupportedAlgorithm` for a non-RSA or sub-2048-bit key.
     """
     _rsa_public_key(signer.certificate)
-    _rsa_public_key(recipient)
     certificates = [_der(c) for c in (signer.certificate, *signer.chain)]
     return _encrypt(_sign(content, signer, signing_time, certificates), recipient, profile)
 

@@ -18,7 +18,7 @@ import contextlib
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -29,7 +29,9 @@ from consumers.deadletter import HEADER_ORIGINAL_MESSAGE_ID
 from contracts.errors import PublishFailed
 from contracts.events import Event
 from contracts.resources import AsyncResource
-from producers.publisher import PublishOutcome
+from kpr.config import Settings
+from kpr.runtime import publish_events
+from producers.publisher import PublishOutcome, PublishReport
 from producers.sealer import SealedMessage, message_id_for
 
 T = TypeVar("T")
@@ -404,6 +406,35 @@ async def eventually(
             raise AssertionError(f"not within {timeout_s} s: {what}")
         await asyncio.sleep(interval_s)
     return time.monotonic() - started
+
+
+def publish_in_thread(
+    settings: Settings,
+    events: Sequence[Event],
+    interval_s: float,
+    *,
+    history: History,
+) -> asyncio.Task[PublishReport]:
+    """``publish_events`` of ``events``, one every ``interval_s``, in a thread with an event
+    loop of its own (the pacing blocks), outcomes recorded in ``history``; the caller's
+    loop stays free to fire a fault mid-stream."""
+
+    def produce() -> PublishReport:
+        return asyncio.run(
+            publish_events(settings, paced(events, interval_s), on_outcome=history.record)
+        )
+
+    return asyncio.create_task(asyncio.to_thread(produce))
+
+
+async def confirmed_at_least(history: History, count: int, *, timeout_s: float = 60) -> int:
+    """Wait until ``history`` holds ``count`` confirms; the number confirmed then."""
+
+    async def reached() -> bool:
+        return len(history.with_outcome(PublishOutcome.CONFIRMED)) >= count
+
+    await eventually(reached, timeout_s=timeout_s, what=f"{count} confirmed", interval_s=0.05)
+    return len(history.with_outcome(PublishOutcome.CONFIRMED))
 
 
 def paced(items: Iterable[T], interval_s: float) -> Iterator[T]:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults_support import History, eventually, paced
+from faults_support import History, confirmed_at_least, publish_in_thread
 from support import pipeline_settings
 
 from contracts import PkiDir, ensure_dev_pki
@@ -68,17 +68,8 @@ async def test_pipeline_keeps_running_without_loss_when_a_replica_node_stops(
         # confirms, so the stop lands while the producer publishes, not while it opens
         # (15 s of publishing: longer than cluster.sh takes to stop a node).
         history = History.for_events(events[150:])
-        second_half = asyncio.create_task(
-            asyncio.to_thread(
-                asyncio.run,
-                publish_events(settings, paced(events[150:], 0.1), on_outcome=history.record),
-            )
-        )
-
-        async def second_half_confirming() -> bool:
-            return len(history.with_outcome(PublishOutcome.CONFIRMED)) >= 10
-
-        await eventually(second_half_confirming, timeout_s=60, what="the second half confirming")
+        second_half = publish_in_thread(settings, events[150:], 0.1, history=history)
+        await confirmed_at_least(history, 10)
         await asyncio.to_thread(_cluster, state_dir, ports, "stop-node", "3")
         confirmed_at_stop = len(history.with_outcome(PublishOutcome.CONFIRMED))
         assert (await second_half).all_confirmed

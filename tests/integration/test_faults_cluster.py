@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from faults_support import History, check, dead_lettered_ids, eventually, paced, read_store
+from faults_support import (
+    History,
+    check,
+    confirmed_at_least,
+    dead_lettered_ids,
+    publish_in_thread,
+    read_store,
+)
 from support import pipeline_settings
 
 from contracts import ensure_dev_pki
@@ -53,17 +60,8 @@ async def test_stopping_the_leader_node_mid_stream_loses_nothing(tmp_path: Path)
         # The second half is paced in a thread of its own, and the leader is stopped once
         # it confirms: mid-stream for certain, never inside the producer's open (that
         # moment has a test of its own, test_faults_broker's node-lost-while-opening).
-        rest = asyncio.create_task(
-            asyncio.to_thread(
-                asyncio.run,
-                publish_events(settings, paced(events[100:], 0.02), on_outcome=history.record),
-            )
-        )
-
-        async def second_half_confirming() -> bool:
-            return len(history.with_outcome(PublishOutcome.CONFIRMED)) >= 110
-
-        await eventually(second_half_confirming, timeout_s=60, what="the second half confirming")
+        rest = publish_in_thread(settings, events[100:], 0.02, history=history)
+        await confirmed_at_least(history, 110)
         await asyncio.to_thread(cluster.nodes[0].stop)  # the leader goes away mid-stream
         confirmed_at_stop = len(history.with_outcome(PublishOutcome.CONFIRMED))
         await rest

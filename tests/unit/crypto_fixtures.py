@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives import padding as symmetric_padding
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from contracts import _asn1
-from contracts.envelope import Profile, SigningIdentity, _identifiers
+from contracts.envelope import Profile, SigningIdentity, _encrypt
 
 CONTENT = b'{"letter_version":1,"message_id":"m-1","event":{"amount":100}}'
 
@@ -36,34 +31,21 @@ IssueSigner = Callable[..., Issued]
 def envelope_inner(
     inner: bytes, recipient: x509.Certificate, profile: Profile = Profile.NATIONAL
 ) -> bytes:
-    """Encrypt arbitrary inner bytes to ``recipient`` exactly as seal would."""
-    issuer, serial, _ = _identifiers(recipient)
-    public_key = recipient.public_key()
-    assert isinstance(public_key, rsa.RSAPublicKey)
-    key = os.urandom(32)
-    if profile is Profile.STRICT:
-        nonce = os.urandom(12)
-        sealed = AESGCM(key).encrypt(nonce, inner, None)
-        oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
-        return _asn1.auth_enveloped_data(
-            recipient_issuer_der=issuer,
-            recipient_serial=serial,
-            encrypted_key=public_key.encrypt(key, oaep),
-            nonce=nonce,
-            ciphertext=sealed[:-16],
-            tag=sealed[-16:],
-        )
-    iv = os.urandom(16)
-    padder = symmetric_padding.PKCS7(128).padder()
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    return _asn1.enveloped_data(
-        recipient_issuer_der=issuer,
-        recipient_serial=serial,
-        encrypted_key=public_key.encrypt(key, padding.PKCS1v15()),
-        iv=iv,
-        ciphertext=encryptor.update(padder.update(inner) + padder.finalize())
-        + encryptor.finalize(),
-    )
+    """Encrypt arbitrary inner bytes to ``recipient``: seal's own encryption step."""
+    return _encrypt(inner, recipient, profile)
+
+
+def der_length(length: int) -> bytes:
+    """A DER length field (short form under 128, else long form)."""
+    if length < 0x80:
+        return bytes([length])
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def tlv(tag: int, content: bytes) -> bytes:
+    """One DER tag-length-value, for bytes that no builder would make."""
+    return bytes([tag]) + der_length(len(content)) + content
 
 
 def write_pem(path: Path, certificate: x509.Certificate) -> Path:

@@ -16,6 +16,7 @@ import tracemalloc
 from collections.abc import Callable
 
 import pytest
+from crypto_fixtures import tlv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,17 +35,6 @@ MEMORY_BOUND_BYTES = 64 * 1024 * 1024  # the largest legitimate input is 1 MB
 OWN_HER_ID = 8133973
 
 ENVELOPED_DATA_OID = bytes.fromhex("06092a864886f70d010703")  # 1.2.840.113549.1.7.3
-
-
-def der_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + der_length(len(content)) + content
 
 
 def nested_sequences(depth: int) -> bytes:

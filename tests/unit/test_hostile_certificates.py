@@ -20,13 +20,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from asn1crypto import core
 from asn1crypto import x509 as asn1_x509
+from crypto_fixtures import envelope_inner, tlv
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from contracts import envelope
 from contracts import trust as trust_module
-from contracts.envelope import MAX_EMBEDDED_CERTIFICATES, Profile, open_envelope
+from contracts.envelope import MAX_EMBEDDED_CERTIFICATES, open_envelope
 from contracts.errors import MalformedMessage, Rejected, UntrustedSigner
 from contracts.pki import PkiDir
 from contracts.trust import TrustStore
@@ -36,19 +37,8 @@ def _der(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
 
 
-def _length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _length(len(content)) + content
-
-
 def _integer(value: int) -> bytes:
-    return _tlv(0x02, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True))
+    return tlv(0x02, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True))
 
 
 @dataclass
@@ -75,9 +65,9 @@ class Parts:
         )
 
     def der(self) -> bytes:
-        extensions = _tlv(0xA3, _tlv(0x30, b"".join(self.extensions)))
-        tbs = _tlv(0x30, self.version + self.serial + b"".join(self.middle) + extensions)
-        return _tlv(0x30, tbs + b"".join(self.tail))
+        extensions = tlv(0xA3, tlv(0x30, b"".join(self.extensions)))
+        tbs = tlv(0x30, self.version + self.serial + b"".join(self.middle) + extensions)
+        return tlv(0x30, tbs + b"".join(self.tail))
 
     def index_of(self, oid: str) -> int:
         marker = core.ObjectIdentifier(oid).dump()
@@ -88,8 +78,8 @@ Edit = Callable[[Parts], None]
 
 
 def _extension(oid: str, value: bytes, *, critical: bool = False) -> bytes:
-    flag = _tlv(0x01, b"\xff") if critical else b""
-    return _tlv(0x30, core.ObjectIdentifier(oid).dump() + flag + _tlv(0x04, value))
+    flag = tlv(0x01, b"\xff") if critical else b""
+    return tlv(0x30, core.ObjectIdentifier(oid).dump() + flag + tlv(0x04, value))
 
 
 def _add(oid: str, value: bytes, *, critical: bool = False) -> Edit:
@@ -116,7 +106,7 @@ def _duplicate(oid: str | None) -> Edit:
 
 def _version(number: int) -> Edit:
     def edit(parts: Parts) -> None:
-        parts.version = _tlv(0xA0, _integer(number))
+        parts.version = tlv(0xA0, _integer(number))
 
     return edit
 
@@ -160,7 +150,7 @@ def _edited(certificate: x509.Certificate, edit: Edit) -> bytes:
 def _message(pki: PkiDir, certificates_der: list[bytes]) -> bytes:
     signer = pki.sender.signing_identity
     inner = envelope._sign(b'{"hello": "register"}', signer, None, certificates_der)
-    return envelope._encrypt(inner, pki.register.encryption_certificate, Profile.NATIONAL)
+    return envelope_inner(inner, pki.register.encryption_certificate)
 
 
 def _outcome(pki: PkiDir, trust: TrustStore, message: bytes) -> object:
