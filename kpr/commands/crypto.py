@@ -57,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "(content-type, message-digest, signing-time; the signer judged at signing time), "
         "or with no signed attributes, the signature over the content as .NET SignedCms "
         "(Helsenorge.Messaging) makes it (the signer judged at receipt time).",
+        epilog="Exit codes: 0 opened, 2 usage or unreadable file, 3 malformed (an embedded "
+        "certificate that is not well formed included) or unsupported algorithm, 4 signature, "
+        "trust or binding failure (or a CRL that cannot be read now), 5 cannot decrypt, "
+        "6 contract violation.",
     )
     open_parser.add_argument("message", type=Path, metavar="FILE")
     open_parser.add_argument("--recipient-cert", type=Path, required=True)

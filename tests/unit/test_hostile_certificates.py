@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from asn1crypto import core
@@ -286,3 +287,31 @@ def test_a_pool_of_look_alike_issuers_cannot_make_the_chain_search_exponential(
     with pytest.raises(UntrustedSigner, match="no chain"):
         store.verify(leaf, hints=(), at=datetime.now(UTC))
     assert checks <= trust_module.MAX_CHAIN_CANDIDATES * len(pool)
+
+
+def test_kpr_open_refuses_a_hostile_certificate_in_one_line_with_exit_3(
+    dev_pki: PkiDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through the command line as an operator would: exit 3 (malformed, as --help
+    documents) and one line naming the fault, no traceback."""
+    from kpr.cli import main
+
+    hostile = _edited(dev_pki.sender.signing_identity.certificate, HOSTILE_EDITS["version 5"])
+    message = tmp_path / "hostile.p7m"
+    message.write_bytes(_message(dev_pki, [hostile]))
+    capsys.readouterr()
+    exit_code = main(
+        [
+            "open", str(message),
+            "--recipient-cert", str(dev_pki.register.encryption_certificate_path),
+            "--recipient-key", str(dev_pki.register.encryption_key_path),
+            "--trust", str(dev_pki.root_path),
+            "--intermediates", str(dev_pki.intermediate_path),
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert exit_code == 3
+    assert captured.err.strip().splitlines() == [
+        "rejected (malformed): an embedded certificate is not well formed"
+    ]
+    assert "Traceback" not in captured.out + captured.err
