@@ -73,6 +73,7 @@ class Consumer(AsyncResource):
         max_attempts: int = 5,
         tls: TlsSettings | None = None,
         drain_timeout_s: float = 30.0,
+        connect_timeout_s: float = 60.0,
         on_outcome: OutcomeListener | None = None,
         receipt_signer: ReceiptSigner | None = None,
         metrics: ConsumerMetrics | None = None,
@@ -89,6 +90,7 @@ class Consumer(AsyncResource):
         self._prefetch = prefetch
         self._max_attempts = max_attempts
         self._tls = tls
+        self._connect_timeout_s = connect_timeout_s
         self._drain_timeout_s = drain_timeout_s
         self._on_outcome = on_outcome
         self._receipt_signer = receipt_signer
@@ -127,8 +129,9 @@ class Consumer(AsyncResource):
 
         # A node lost while we declare is failed over like one lost later.
         self._connection, self._channel = await open_with_failover(
-            self._url, setup, tls=self._tls, name="kpr-consumer"
-        )
+            self._url, setup, tls=self._tls, name="kpr-consumer",
+            timeout_s=self._connect_timeout_s,
+        )  # fmt: skip
         if self._receipt_signer is not None:
             self._receipts = ReceiptSender(
                 self._connection, topology=self._topology, signer=self._receipt_signer

@@ -14,9 +14,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["SCHEMA", "Dialect", "PostgresDialect", "SqliteDialect", "placeholders"]
+from contracts.connection import masked_url
+from contracts.errors import StoreError
+
+__all__ = [
+    "SCHEMA",
+    "STORE_SCHEMA_VERSION",
+    "Dialect",
+    "PostgresDialect",
+    "SqliteDialect",
+    "create_schema",
+    "opening_error",
+    "placeholders",
+]
+
+#: The store's schema version, kept in ``kpr_schema``. A store of a newer version is
+#: never written to by this code (its meaning of a column may have changed).
+STORE_SCHEMA_VERSION = 1
 
 SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS kpr_schema (version INTEGER NOT NULL)",
     """CREATE TABLE IF NOT EXISTS received_messages (
         message_id TEXT PRIMARY KEY,
         event_id TEXT NOT NULL,
@@ -80,6 +97,76 @@ SCHEMA = [
 ]
 
 
+_KPR_TABLES = frozenset({"received_messages", "events", "stays", "consultations", "rejections"})
+# Columns a kpr events table has had from the first version on: a table named "events"
+# without them belongs to something else.
+_EVENT_COLUMNS = frozenset({"event_id", "revision", "record_key", "person_key", "payload"})
+STORE_HINT = "point KPR_STORE_URL (or --store-url) at a kpr pathway store, or at a new file"
+
+
+def create_schema(cursor: Any, dialect: Dialect) -> None:
+    """Create the tables, after checking that the database is a kpr store of a version
+    this code knows (or empty). Raises :class:`StoreError` otherwise, before writing."""
+    tables = dialect.table_names(cursor)
+    if "kpr_schema" in tables:
+        cursor.execute("SELECT MAX(version) FROM kpr_schema")
+        (version,) = cursor.fetchone()
+        if version is not None and version > STORE_SCHEMA_VERSION:
+            raise StoreError(
+                f"the pathway store {dialect.shown} has schema version {version}, newer "
+                f"than this kpr-stream's {STORE_SCHEMA_VERSION}; nothing was written",
+                "run the kpr-stream version that wrote it (or a newer one)",
+            )
+    elif tables and not tables & _KPR_TABLES:
+        raise StoreError(
+            f"{dialect.shown} is not a kpr pathway store (it holds other tables)", STORE_HINT
+        )
+    if "events" in tables:
+        cursor.execute("SELECT * FROM events WHERE 1 = 0")
+        columns = {column[0] for column in cursor.description}
+        if not columns >= _EVENT_COLUMNS:
+            raise StoreError(
+                f"{dialect.shown} is not a kpr pathway store (its events table has other columns)",
+                STORE_HINT,
+            )
+    for statement in SCHEMA:
+        cursor.execute(statement)
+    cursor.execute("SELECT COUNT(*) FROM kpr_schema")
+    if cursor.fetchone()[0] == 0:
+        cursor.execute(
+            dialect.sql("INSERT INTO kpr_schema (version) VALUES (?)"), (STORE_SCHEMA_VERSION,)
+        )
+
+
+def opening_error(dialect: Dialect, error: BaseException) -> StoreError:
+    """What went wrong opening a store, as one :class:`StoreError` naming it (password
+    masked) and what to do. The driver's text is kept: it is the database's own word."""
+    if isinstance(error, StoreError):
+        return error
+    said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, OSError):
+        return StoreError(
+            f"cannot create the pathway store {dialect.shown}: {error.strerror or said}",
+            "check that its folder can be created and written",
+        )
+    if isinstance(error, sqlite3.DatabaseError):
+        if "not a database" in said or "malformed" in said:
+            return StoreError(
+                f"{dialect.shown} is not a readable SQLite database ({said}): corrupt, "
+                "truncated or another kind of file",
+                "restore it from a backup, or " + STORE_HINT,
+            )
+        if "readonly" in said or "unable to open" in said:
+            return StoreError(
+                f"cannot open the pathway store {dialect.shown} for writing: {said}",
+                "check the file and its folder are writable (and it is not a folder)",
+            )
+    return StoreError(
+        f"cannot open the pathway store {dialect.shown}: {said}",
+        "is the database running, and the URL's host, port, user, password and name right?",
+    )
+
+
 @functools.lru_cache(maxsize=512)
 def placeholders(rows: int, columns: int) -> str:
     """``(?, ?), (?, ?)`` for ``rows`` rows of ``columns`` values (one row: ``(?, ?)``);
@@ -93,8 +180,12 @@ class Dialect(Protocol):
     #: few statements per event (a server a round trip away: yes; SQLite in-process: no).
     multi_row_batches: bool
 
+    #: How the store is named in messages (a path, or a URL with its password masked).
+    shown: str
+
     def connect(self) -> Any: ...
     def sql(self, statement: str) -> str: ...
+    def table_names(self, cursor: Any) -> set[str]: ...
     def lock_all(self, cursor: Any, keys: Sequence[str]) -> None: ...
     def is_integrity_error(self, error: BaseException) -> bool: ...
     def is_retryable(self, error: BaseException) -> bool: ...
@@ -108,6 +199,11 @@ class SqliteDialect:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self.shown = str(path)
+
+    def table_names(self, cursor: Any) -> set[str]:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in cursor.fetchall()}
 
     def connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +241,13 @@ class PostgresDialect:
 
     def __init__(self, url: str) -> None:
         self._url = url
+        self.shown = masked_url(url)
+
+    def table_names(self, cursor: Any) -> set[str]:
+        cursor.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+        return {name for (name,) in cursor.fetchall()}
 
     def connect(self) -> Any:
         import psycopg

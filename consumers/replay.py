@@ -31,7 +31,13 @@ from typing import Any, Self
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aiormq.exceptions import ChannelNotFoundEntity
 
 from consumers.audit import AuditLog
 from consumers.deadletter import publish_confirmed
@@ -130,15 +136,22 @@ class DeadLetterQueue(AsyncResource):
         topology: Topology,
         tls: TlsSettings | None = None,
         audit: AuditLog | None = None,
+        connect_timeout_s: float = 60.0,
     ) -> None:
         self._url = url
+        self._connect_timeout_s = connect_timeout_s
         self._topology = topology
         self._tls = tls
         self._audit = audit
         self._connection: AbstractRobustConnection | None = None
+        #: Set when the dead-letter queue was not on the broker: nothing has been
+        #: dead-lettered under this topology yet (every listing is then empty).
+        self.queue_missing = False
 
     async def __aenter__(self) -> Self:
-        self._connection = await connect(self._url, tls=self._tls, name="kpr-dlq")
+        self._connection = await connect(
+            self._url, tls=self._tls, name="kpr-dlq", timeout_s=self._connect_timeout_s
+        )
         return self
 
     async def aclose(self) -> None:
@@ -155,13 +168,23 @@ class DeadLetterQueue(AsyncResource):
     async def depth(self) -> int:
         """Messages ready in the dead-letter queue now."""
         async with await self._channel() as channel:
-            queue = await channel.declare_queue(self._topology.dead_letter_queue, passive=True)
-            result = queue.declaration_result
-            return int(result.message_count or 0)
+            queue = await self._dead_letters(channel)
+            return 0 if queue is None else int(queue.declaration_result.message_count or 0)
+
+    async def _dead_letters(self, channel: AbstractChannel) -> AbstractQueue | None:
+        """The dead-letter queue, or ``None`` (and :attr:`queue_missing`) if the broker has
+        none: a register that has never dead-lettered, or a wrong queue prefix."""
+        try:
+            return await channel.declare_queue(self._topology.dead_letter_queue, passive=True)
+        except ChannelNotFoundEntity:
+            self.queue_missing = True
+            return None
 
     async def _scan(self, channel: AbstractChannel) -> AsyncIterator[DeadLetter]:
         """Every dead letter queued when the scan began, unacked, in queue order."""
-        queue = await channel.declare_queue(self._topology.dead_letter_queue, passive=True)
+        queue = await self._dead_letters(channel)
+        if queue is None:
+            return
         for _ in range(int(queue.declaration_result.message_count or 0)):
             message = await queue.get(no_ack=False, fail=False)
             if message is None:

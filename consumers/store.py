@@ -30,7 +30,14 @@ from enum import Enum, StrEnum, unique
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from consumers.database import SCHEMA, Dialect, PostgresDialect, SqliteDialect, placeholders
+from consumers.database import (
+    Dialect,
+    PostgresDialect,
+    SqliteDialect,
+    create_schema,
+    opening_error,
+    placeholders,
+)
 from consumers.projections import Projections
 from consumers.queries import PathwayQueries, StoreSummary, iso
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
@@ -207,7 +214,14 @@ class SqlStore(PathwayQueries, AsyncResource):
         self.optimistic_commits = 0
 
     async def __aenter__(self) -> Self:
-        await self._run(lambda connection: None)
+        """Open the store: a store that cannot be opened, is not a kpr store or is of a
+        newer schema is a :class:`StoreError` naming it (later losses of the connection
+        are :class:`StoreUnavailable`, retried)."""
+        try:
+            await self._run(lambda connection: None)
+        except Exception as error:
+            cause = error.__cause__ if isinstance(error, StoreUnavailable) else error
+            raise opening_error(self._dialect, cause or error) from None
         return self
 
     async def aclose(self) -> None:
@@ -232,8 +246,7 @@ class SqlStore(PathwayQueries, AsyncResource):
                 cursor = connection.cursor()
                 # Several consumers starting at once must not race on CREATE TABLE.
                 self._dialect.lock_all(cursor, ["schema"])
-                for statement in SCHEMA:
-                    cursor.execute(statement)
+                create_schema(cursor, self._dialect)
                 connection.commit()
             except BaseException:
                 connection.close()

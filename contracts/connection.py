@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,10 +19,30 @@ from typing import Any, TypeVar
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
-from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    AMQPError,
+    AuthenticationError,
+    ChannelInvalidStateError,
+    ConnectionNotAllowed,
+    IncompatibleProtocolError,
+    ProbableAuthenticationError,
+    ProtocolSyntaxError,
+)
 from yarl import URL
 
-__all__ = ["FailoverConnection", "TlsSettings", "broker_urls", "connect", "open_with_failover"]
+from contracts.errors import BrokerRefused, BrokerUnreachable, SettingsError
+
+__all__ = [
+    "FailoverConnection",
+    "TlsSettings",
+    "broker_urls",
+    "connect",
+    "masked_url",
+    "open_with_failover",
+]
+
+URL_HINT = "set KPR_AMQP_URL (or --amqp-url) to amqp[s]://user:password@host:port/vhost"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,12 +104,123 @@ class FailoverConnection(aio_pika.RobustConnection):
         return str(current.with_password("******") if current.password else current)
 
 
+def masked_url(url: str | URL) -> str:
+    """The URL as it may be shown: the password replaced by ``******``."""
+    try:
+        parsed = URL(url) if isinstance(url, str) else url
+        return str(parsed.with_password("******") if parsed.password else parsed)
+    except ValueError:
+        # Not a URL yarl can build (e.g. port 99999): mask what looks like a password.
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1******@", str(url))
+
+
+def _check_url(url: str) -> None:
+    """Refuse, before any connection attempt, a URL aio-pika would retry forever or
+    fail on with a raw error: wrong scheme, no host, a port out of range, a nested path."""
+    shown = masked_url(url)
+    try:
+        parsed = URL(url)
+        port = parsed.explicit_port
+    except ValueError as error:
+        raise SettingsError(f"broker URL {shown} is not a URL: {error}", URL_HINT) from None
+    if parsed.scheme not in ("amqp", "amqps"):
+        raise SettingsError(f"broker URL {shown} must start with amqp:// or amqps://", URL_HINT)
+    if not parsed.host:
+        raise SettingsError(f"broker URL {shown} names no host", URL_HINT)
+    if port is not None and not 1 <= port <= 65535:
+        raise SettingsError(f"broker URL {shown} has port {port}, outside 1-65535", URL_HINT)
+    # One vhost, one path segment ("/" is the default vhost, "/%2F" it spelled out).
+    if parsed.raw_path.count("/") > 1:
+        raise SettingsError(
+            f"broker URL {shown} has a path of several segments; the vhost is one segment "
+            "(encode a '/' in it as %2F)",
+            URL_HINT,
+        )
+
+
 def broker_urls(url: str) -> list[str]:
-    """``KPR_AMQP_URL`` may list several nodes of one cluster, separated by commas."""
+    """``KPR_AMQP_URL`` may list several nodes of one cluster, separated by commas.
+
+    Each is checked (scheme, host, port range, vhost): raises :class:`SettingsError`.
+    """
     urls = [part.strip() for part in url.split(",") if part.strip()]
     if not urls:
-        raise ValueError("no broker URL given")
+        raise SettingsError("no broker URL given", URL_HINT)
+    for part in urls:
+        _check_url(part)
     return urls
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and what it was raised from (aiormq wraps socket errors in its own)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for item in list(chain):
+        chain.extend(arg for arg in item.args if isinstance(arg, BaseException))
+    return chain
+
+
+def _named(error: BaseException, url: URL, timeout_s: float) -> BrokerUnreachable | BrokerRefused:
+    """The failure of a first connection as one of ours, naming the URL (masked)."""
+    shown = masked_url(url)
+    causes = _causes(error)
+    for cause in causes:
+        if isinstance(cause, ProbableAuthenticationError | AuthenticationError):
+            return BrokerRefused(
+                f"the broker at {shown} refused the login",
+                "check the user and password in KPR_AMQP_URL",
+            )
+        if isinstance(cause, ConnectionNotAllowed) or (
+            # aiormq reports the broker's refusal of Connection.Open (the vhost) as an
+            # unexpected frame: the Connection.Close that came instead of OpenOk.
+            isinstance(cause, ProtocolSyntaxError) and "Connection.OpenOk" in str(cause)
+        ):
+            return BrokerRefused(
+                f"the broker at {shown} refused access to vhost {url.path[1:] or '/'!r}",
+                "check the vhost in KPR_AMQP_URL exists and the user may use it",
+            )
+        if isinstance(cause, socket.gaierror):
+            return BrokerUnreachable(
+                f"unknown broker host {url.host!r} in {shown}", "check the host name"
+            )
+        if isinstance(cause, ConnectionRefusedError):
+            return BrokerUnreachable(
+                f"nothing listens at {url.host}:{url.port} ({shown})",
+                "is the broker running and the port right? (5672 amqp, 5671 amqps)",
+            )
+        if isinstance(cause, ssl.SSLError):
+            return BrokerUnreachable(
+                f"TLS with the broker at {shown} failed: {cause.reason or cause}",
+                "amqps:// needs the broker's TLS port (5671) and KPR_AMQP_CA_FILE its CA",
+            )
+        if isinstance(cause, ConnectionResetError | asyncio.IncompleteReadError):
+            return BrokerUnreachable(
+                f"the server at {shown} closed the connection before speaking AMQP: it does "
+                "not answer as an AMQP 0-9-1 broker",
+                "is it the broker's AMQP port? a plain port needs amqp://, a TLS port amqps://",
+            )
+        if isinstance(cause, ProtocolSyntaxError | IncompatibleProtocolError):
+            return BrokerUnreachable(
+                f"{shown} does not answer as a plain AMQP 0-9-1 broker",
+                "a TLS port needs amqps:// and KPR_AMQP_CA_FILE; a plain port amqp://",
+            )
+    if any(isinstance(cause, TimeoutError) for cause in causes):
+        return BrokerUnreachable(
+            f"no answer from the broker at {shown} within {timeout_s:g} s",
+            "is the host reachable, the port right, and TLS (amqps://) used only on a TLS port?",
+        )
+    return BrokerUnreachable(
+        f"cannot connect to the broker at {shown}: {_said(error)}",
+        "is the broker running and KPR_AMQP_URL right?",
+    )
+
+
+def _said(error: BaseException) -> str:
+    text = " ".join(str(arg) for arg in error.args if not isinstance(arg, BaseException))
+    return text or type(error).__name__
 
 
 async def connect(
@@ -104,12 +237,18 @@ async def connect(
     Each node gets ``timeout_s`` to answer (a silent partition must not hang a start).
     A connection that fails to open is closed before the error propagates (aio-pika's
     ``connect_robust`` leaves it to ``__del__``, which cannot close it outside a loop).
+    When no node can be reached, raises :class:`BrokerUnreachable` (unknown host, refused
+    port, timeout, TLS mismatch) or :class:`BrokerRefused` (login, vhost), naming the URL
+    with its password masked: robust reconnect is for a connection that once was up.
     """
     urls = broker_urls(url)
     ssl_context = None
     if tls is not None:
         if not all(u.startswith("amqps://") for u in urls):
-            raise ValueError("TLS settings need amqps:// URLs")
+            raise SettingsError(
+                "KPR_AMQP_CA_FILE is set but KPR_AMQP_URL is not amqps://",
+                "use amqps:// with the broker's TLS port, or unset KPR_AMQP_CA_FILE",
+            )
         if tls.client_cert is not None:
             urls = [f"{u}{'&' if '?' in u else '?'}auth=external" for u in urls]
         ssl_context = tls.context()
@@ -121,7 +260,7 @@ async def connect(
         )
         try:
             await connection.connect(timeout=timeout_s)
-        except (ConnectionError, OSError, AMQPConnectionError, TimeoutError) as error:
+        except (ConnectionError, OSError, AMQPError, AMQPConnectionError, TimeoutError) as error:
             await asyncio.shield(connection.close())
             failure = error
             continue  # that node is down: try the next
@@ -130,7 +269,7 @@ async def connect(
             raise
         return connection
     assert failure is not None
-    raise failure
+    raise _named(failure, parsed[-1], timeout_s) from failure
 
 
 async def open_with_failover(

@@ -27,6 +27,26 @@ ack / dead-letter / retry choice is a lookup on this tree, never a chain of ``if
           ├── PublishNacked             the broker refused the message
           └── ConfirmTimeout            no confirm in time: outcome unknown, resend
 
+Operator-facing errors: what stops a command before (or instead of) its work. Each has
+the exit code of the ``kpr`` command line (kpr/cli.py maps every failure to one line and
+one of these; docs/OPERATIONS.md has the table, a test keeps the two in step)::
+
+    KprError
+     └── OperatorError                 a fault an operator can fix; ``hint`` says how
+          ├── SettingsError            an environment variable or option is wrong   (exit 7)
+          ├── BrokerUnreachable        no broker answers at that URL, or TLS mismatch (exit 8)
+          ├── BrokerRefused            the broker refused the login, vhost or queue   (exit 9)
+          ├── StoreError               the pathway store cannot be opened or used     (exit 10)
+          ├── KeyMaterialError         PKI folder, certificate, key or trust file     (exit 11)
+          └── InputRefused             an input file or output path cannot be used    (exit 3)
+
+``InputRefused`` shares exit 3 with :class:`MalformedMessage`: both say "the input given
+cannot be used as it is", whether a message, an events file or an output path.
+
+Exit codes outside the tree: 0 ok, 1 the command's own failure (e.g. no such dead
+letter, a message not confirmed), 2 usage (argparse, and option values out of range),
+70 a bug of ours (internal error), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+
 Anything outside this tree is our own bug. The consumer does not catch it: the
 message goes back to the queue and the quorum queue's delivery limit dead-letters it.
 
@@ -40,6 +60,8 @@ from __future__ import annotations
 from enum import StrEnum, unique
 
 __all__ = [
+    "BrokerRefused",
+    "BrokerUnreachable",
     "CertificateExpired",
     "CertificateRevoked",
     "ConfirmTimeout",
@@ -47,16 +69,21 @@ __all__ = [
     "ContractViolation",
     "CrlUnavailable",
     "DecryptionFailed",
+    "InputRefused",
+    "KeyMaterialError",
     "KprError",
     "MalformedMessage",
     "MessageTooLarge",
+    "OperatorError",
     "PublishFailed",
     "PublishNacked",
     "Reason",
     "RecipientMismatch",
     "Rejected",
     "SenderNotAuthorised",
+    "SettingsError",
     "SignatureInvalid",
+    "StoreError",
     "StoreUnavailable",
     "TransientFailure",
     "UnknownSchemaVersion",
@@ -238,3 +265,60 @@ class PublishNacked(PublishFailed):
 
 class ConfirmTimeout(PublishFailed):
     """No confirm in time: the message may or may not be on the broker. Resend it."""
+
+
+# -- operator-facing errors (exit codes of the kpr command line) ------------------------
+
+
+class OperatorError(KprError):
+    """A fault outside the code that an operator can fix: ``str()`` names what failed,
+    ``hint`` what to do. Never personal data or a password in either."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class SettingsError(OperatorError, ValueError):
+    """A setting (environment variable or option) is missing, malformed or out of range.
+
+    Also a ``ValueError``: callers that checked settings with ``except ValueError`` still do.
+    """
+
+    exit_code = 7
+
+
+class BrokerUnreachable(OperatorError, ConnectionError):
+    """No broker answered: unknown host, refused port, timeout, TLS to a plain port."""
+
+    exit_code = 8
+
+
+class BrokerRefused(OperatorError):
+    """A broker answered and said no: credentials, vhost, permissions, missing queue."""
+
+    exit_code = 9
+
+
+class StoreError(OperatorError):
+    """The pathway store cannot be opened or is not a kpr store (or a newer one)."""
+
+    exit_code = 10
+
+
+class KeyMaterialError(OperatorError, ValueError):
+    """A PKI folder, certificate, private key, trust or key file is missing or unusable."""
+
+    exit_code = 11
+
+
+class InputRefused(OperatorError, ValueError):
+    """An input file cannot be read as what it should be, or an output path not written."""
+
+    exit_code = 3

@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from contracts.envelope import DecryptionKey, SigningIdentity
+from contracts.errors import KeyMaterialError
 from contracts.trust import TrustStore
 
 __all__ = [
@@ -315,19 +317,70 @@ def write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
 
 
+PKI_HINT = "make a development PKI with `kpr pki dev` (test only), or set the file's variable"
+
+
+def _key_file(path: Path, what: str) -> bytes:
+    """The bytes of a PEM file of key material, or :class:`KeyMaterialError` naming it."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise KeyMaterialError(
+                f"no PKI folder {folder} (looking for {what})", PKI_HINT
+            ) from None
+        raise KeyMaterialError(f"no {what} file {path}", PKI_HINT) from None
+    except IsADirectoryError:
+        raise KeyMaterialError(f"{what} {path} is a folder, not a file") from None
+    except NotADirectoryError:
+        raise KeyMaterialError(
+            f"{what} {path}: {Path(path).parent} is a file, not a PKI folder", PKI_HINT
+        ) from None
+    except OSError as error:
+        raise KeyMaterialError(f"cannot read {what} {path}: {error.strerror}") from None
+
+
+def _not_pem(data: bytes, path: Path, what: str) -> KeyMaterialError:
+    if b"-----BEGIN" in data:
+        return KeyMaterialError(f"{path} is PEM but holds no readable {what}")
+    if data[:1] == b"\x30":
+        return KeyMaterialError(
+            f"{path} is DER; a PEM {what} is expected",
+            f"convert it: openssl x509 -inform der -in {path} -out {path}.pem",
+        )
+    return KeyMaterialError(f"{path} is not a PEM {what}")
+
+
 def load_certificate(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(path.read_bytes())
+    data = _key_file(path, "certificate")
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise _not_pem(data, path, "certificate") from None
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle."""
-    return x509.load_pem_x509_certificates(path.read_bytes())
+    data = _key_file(path, "certificate bundle")
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise _not_pem(data, path, "certificate") from None
 
 
 def load_private_key(path: Path) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    data = _key_file(path, "private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise KeyMaterialError(
+            f"private key {path} is encrypted", "give an unencrypted key file (mode 0600)"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise _not_pem(data, path, "private key") from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{path} does not hold an RSA private key")
+        raise KeyMaterialError(f"{path} does not hold an RSA private key")
     return key
 
 
@@ -386,7 +439,8 @@ class PkiDir:
 
     @classmethod
     def load(cls, directory: Path) -> PkiDir:
-        """Load the files of a development PKI; a missing file raises ``FileNotFoundError``."""
+        """Load the files of a development PKI; a missing or unreadable file raises
+        :class:`KeyMaterialError` naming it."""
         directory = Path(directory)
         root = load_certificate(directory / ROOT_CERT)
         intermediates = tuple(load_certificates(directory / ISSUING_CERT))

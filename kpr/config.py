@@ -30,6 +30,9 @@
   end ~1,125 -> ~1,265 /s); 0 commits whatever is there at once.
 - ``KPR_SENDER_HER_ID``: set on a sender's producer whose broker user may only write to its
   own inbound exchange ``kpr.in.{herId}``: publish there and declare nothing.
+- ``KPR_CONNECT_TIMEOUT``: seconds a command's first connection to the broker may take
+  (per node) before it fails with the broker named; default 30. Reconnects after a first
+  success are the robust connection's and do not give up.
 - ``KPR_DRAIN_TIMEOUT``: seconds a stopping consumer / producer waits for in-flight
   messages (SIGTERM); default 30.
 - ``KPR_PARTITIONS``: number of partition queues behind the consistent-hash exchange
@@ -58,25 +61,66 @@ Production certificates are set file by file, overriding ``KPR_PKI_DIR``:
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 
-from contracts.connection import TlsSettings
+from contracts.connection import TlsSettings, broker_urls
 from contracts.envelope import DecryptionKey, Profile, SigningIdentity
+from contracts.errors import KeyMaterialError, SettingsError
 from contracts.events import Environment
 from contracts.partitioning import DEV_PARTITION_KEY, parse_partition_key
 from contracts.pki import PkiDir, load_certificate, load_certificates, load_private_key
 from contracts.topology import KPR_HER_IDS, Topology
 from contracts.trust import FileCrlSource, SenderAuthorisation, TrustStore
 
-__all__ = ["DEV_AUTHORISATION_FILE", "Settings"]
+__all__ = ["DEV_AUTHORISATION_FILE", "Settings", "read_authorisation"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEV_AUTHORISATION_FILE = "authorisation.json"  # what `kpr pki dev` writes beside the PKI
+MAX_PORT = 65535
+
+E = TypeVar("E", bound=StrEnum)
+N = TypeVar("N", int, float)
+
+
+def _choice(env: Mapping[str, str], name: str, kind: type[E], default: str) -> E:
+    value = env.get(name, default)
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise SettingsError(f"{name}={value!r} is not one of: {allowed}") from None
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: N,
+    kind: Callable[[str], N],
+    *,
+    minimum: float = 0,
+    unit: str = "",
+) -> N:
+    """``env[name]`` as ``kind`` (``int`` or ``float``), at least ``minimum``; empty is the
+    default. Anything else names the variable and what it takes."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    what = "a whole number" if kind is int else "a number"
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not {what}{unit}") from None
+    if value != value or value < minimum:  # NaN compares false with everything
+        raise SettingsError(f"{name}={raw!r} must be {what} of at least {minimum:g}{unit}")
+    return value
 
 
 def _path(value: str | None) -> Path | None:
@@ -85,6 +129,22 @@ def _path(value: str | None) -> Path | None:
 
 def _paths(value: str | None) -> list[Path]:
     return [Path(part) for part in (value or "").split(":") if part]
+
+
+def read_authorisation(path: Path) -> SenderAuthorisation:
+    """The operator's authorisation file; a missing or invalid one is a
+    :class:`SettingsError` naming it."""
+    hint = "KPR_AUTHORISATION_FILE names a JSON file of grants (docs/OPERATIONS.md)"
+    try:
+        return SenderAuthorisation.from_json_file(path)
+    except OSError as error:
+        raise SettingsError(
+            f"cannot read the authorisation file {path}: {error.strerror or error}", hint
+        ) from None
+    except ValueError as error:  # orjson.JSONDecodeError is a ValueError
+        raise SettingsError(
+            f"the authorisation file {path} is not valid: {str(error).splitlines()[0]}", hint
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -113,6 +173,7 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     incomplete_stay_days: float = 7.0
     group_commit_linger_s: float = 0.010
+    connect_timeout_s: float = 30.0
     env: Mapping[str, str] | None = None
 
     @classmethod
@@ -121,34 +182,69 @@ class Settings:
         state_dir = Path(env.get("KPR_STATE_DIR", ".kpr"))
         key_file = env.get("KPR_PSEUDONYM_KEY_FILE")
         authorisation = env.get("KPR_AUTHORISATION_FILE")
-        metrics_port = env.get("KPR_METRICS_PORT")
+        metrics_port = _number(env, "KPR_METRICS_PORT", -1, int)
+        sender_her_id = _number(env, "KPR_SENDER_HER_ID", 0, int, minimum=1)
         return cls(
             amqp_url=env.get("KPR_AMQP_URL", DEFAULT_AMQP_URL),
             store_url=env.get("KPR_STORE_URL", str(state_dir / "pathways.sqlite3")),
             pki_dir=Path(env.get("KPR_PKI_DIR", str(state_dir / "pki"))),
             state_dir=state_dir,
-            environment=Environment(env.get("KPR_ENVIRONMENT", "production")),
-            register_her_id=int(env.get("KPR_REGISTER_HER_ID", KPR_HER_IDS["test"])),
-            profile=Profile(env.get("KPR_PROFILE", "national")),
+            environment=_choice(env, "KPR_ENVIRONMENT", Environment, "production"),
+            register_her_id=_number(
+                env, "KPR_REGISTER_HER_ID", KPR_HER_IDS["test"], int, minimum=1
+            ),
+            profile=_choice(env, "KPR_PROFILE", Profile, "national"),
             pseudonym_key_file=Path(key_file) if key_file else None,
             authorisation_file=Path(authorisation) if authorisation else None,
-            metrics_port=int(metrics_port) if metrics_port else None,
+            metrics_port=metrics_port if metrics_port >= 0 else None,
             queue_prefix=env.get("KPR_QUEUE_PREFIX", ""),
-            drain_timeout_s=float(env.get("KPR_DRAIN_TIMEOUT", "30")),
+            drain_timeout_s=_number(env, "KPR_DRAIN_TIMEOUT", 30.0, float, unit=" s"),
+            connect_timeout_s=_number(env, "KPR_CONNECT_TIMEOUT", 30.0, float, unit=" s"),
             amqp_ca_file=_path(env.get("KPR_AMQP_CA_FILE")),
             amqp_client_cert=_path(env.get("KPR_AMQP_CLIENT_CERT")),
             amqp_client_key=_path(env.get("KPR_AMQP_CLIENT_KEY")),
-            sender_her_id=int(env["KPR_SENDER_HER_ID"]) if env.get("KPR_SENDER_HER_ID") else None,
-            open_workers=int(env.get("KPR_OPEN_WORKERS", "0")),
+            sender_her_id=sender_her_id or None,
+            open_workers=_number(env, "KPR_OPEN_WORKERS", 0, int),
             metrics_host=env.get("KPR_METRICS_HOST", "127.0.0.1"),
-            incomplete_stay_days=float(env.get("KPR_INCOMPLETE_STAY_DAYS", "7")),
-            group_commit_linger_s=float(env.get("KPR_GROUP_COMMIT_LINGER_MS", "10")) / 1000,
-            partitions=int(env.get("KPR_PARTITIONS") or 0),
+            incomplete_stay_days=_number(env, "KPR_INCOMPLETE_STAY_DAYS", 7.0, float),
+            group_commit_linger_s=_number(env, "KPR_GROUP_COMMIT_LINGER_MS", 10.0, float) / 1000,
+            partitions=_number(env, "KPR_PARTITIONS", 0, int),
             partition_key_file=_path(env.get("KPR_PARTITION_KEY_FILE")),
-            partition_consumers=int(env.get("KPR_PARTITION_CONSUMERS") or 1),
-            partition_standby_delay_s=float(env.get("KPR_PARTITION_STANDBY_DELAY") or 10),
+            partition_consumers=_number(env, "KPR_PARTITION_CONSUMERS", 1, int, minimum=1),
+            partition_standby_delay_s=_number(
+                env, "KPR_PARTITION_STANDBY_DELAY", 10.0, float, unit=" s"
+            ),
             env=env,
         )
+
+    def __post_init__(self) -> None:
+        """Every Settings is checked when made, from the environment or from options:
+        a wrong value is a :class:`SettingsError` naming it, before any connection."""
+        broker_urls(self.amqp_url)
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= MAX_PORT:
+            raise SettingsError(
+                f"metrics port {self.metrics_port} is outside 0-{MAX_PORT}",
+                "set KPR_METRICS_PORT / --metrics-port to a free port, e.g. 9464",
+            )
+        for name, value in (
+            ("drain timeout", self.drain_timeout_s),
+            ("KPR_CONNECT_TIMEOUT", self.connect_timeout_s),
+            ("KPR_INCOMPLETE_STAY_DAYS", self.incomplete_stay_days),
+            ("KPR_GROUP_COMMIT_LINGER_MS", self.group_commit_linger_s),
+            ("KPR_PARTITION_STANDBY_DELAY", self.partition_standby_delay_s),
+        ):
+            if not math.isfinite(value) or value < 0:
+                raise SettingsError(f"{name} {value:g} must be a finite number of at least 0")
+        for name, count in (
+            ("partitions", self.partitions),
+            ("open workers", self.open_workers),
+        ):
+            if count < 0:
+                raise SettingsError(f"{name} {count} must be at least 0")
+        if self.partition_consumers < 1:
+            raise SettingsError(
+                f"KPR_PARTITION_CONSUMERS {self.partition_consumers} must be at least 1"
+            )
 
     def with_overrides(self, **changes: object) -> Settings:
         """Apply command-line options; ``None`` means "not given"."""
@@ -165,12 +261,12 @@ class Settings:
         """
         if self.amqp_ca_file is None:
             if self.amqp_client_cert is not None or self.amqp_client_key is not None:
-                raise ValueError("KPR_AMQP_CLIENT_CERT / _KEY need KPR_AMQP_CA_FILE")
+                raise SettingsError("KPR_AMQP_CLIENT_CERT / _KEY need KPR_AMQP_CA_FILE")
             return None
         if self.amqp_client_key is not None and self.amqp_client_cert is None:
-            raise ValueError("KPR_AMQP_CLIENT_KEY is set without KPR_AMQP_CLIENT_CERT")
+            raise SettingsError("KPR_AMQP_CLIENT_KEY is set without KPR_AMQP_CLIENT_CERT")
         if not self.amqp_url.startswith("amqps://"):
-            raise ValueError("KPR_AMQP_CA_FILE is set but KPR_AMQP_URL is not amqps://")
+            raise SettingsError("KPR_AMQP_CA_FILE is set but KPR_AMQP_URL is not amqps://")
         return TlsSettings(
             ca_file=self.amqp_ca_file,
             client_cert=self.amqp_client_cert,
@@ -192,11 +288,20 @@ class Settings:
         events would hash to one partition). Raises ``ValueError`` for a malformed key.
         """
         if self.partition_key_file is not None:
-            return parse_partition_key(self.partition_key_file.read_text(encoding="ascii"))
+            try:
+                return parse_partition_key(self.partition_key_file.read_text(encoding="ascii"))
+            except (OSError, ValueError) as error:
+                raise KeyMaterialError(
+                    f"KPR_PARTITION_KEY_FILE {self.partition_key_file}: "
+                    f"{getattr(error, 'strerror', None) or error}",
+                    "it names a file of hex, at least 16 bytes",
+                ) from None
         if self.environment is not Environment.PRODUCTION:
             return DEV_PARTITION_KEY
         if self.partitions:
-            raise ValueError("KPR_PARTITION_KEY_FILE must be set in production with KPR_PARTITIONS")
+            raise SettingsError(
+                "KPR_PARTITION_KEY_FILE must be set in production with KPR_PARTITIONS"
+            )
         return None
 
     # -- producer side ------------------------------------------------------------
@@ -259,9 +364,9 @@ class Settings:
 
     def sender_authorisation(self) -> SenderAuthorisation:
         path = self.authorisation_path()
-        if path is not None:
-            return SenderAuthorisation.from_json_file(path)
-        return SenderAuthorisation.from_mapping({})
+        if path is None:
+            return SenderAuthorisation.from_mapping({})
+        return read_authorisation(path)
 
     def receipt_signing_identity(self) -> SigningIdentity:
         """The register's identity for signing rejection receipts (consumers.receipts):
@@ -278,5 +383,8 @@ class Settings:
         if self.pseudonym_key_file is not None:
             return self.pseudonym_key_file
         if self.environment is Environment.PRODUCTION:
-            raise ValueError("KPR_PSEUDONYM_KEY_FILE must be set in production")
+            raise SettingsError(
+                "KPR_PSEUDONYM_KEY_FILE must be set in production",
+                "point it at the register's pseudonym key, or set KPR_ENVIRONMENT=test",
+            )
         return self.state_dir / "pseudonym.key"

@@ -105,3 +105,6 @@ def configure_logging(level: int | str = logging.INFO, *, stream: TextIO | None 
     # aio-pika / aiormq log reconnect chatter at info with connection URLs; warnings suffice.
     for noisy in ("aio_pika", "aiormq"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # aiormq logs a failed transport as an error before raising it; the command line names
+    # that failure itself (kpr.exits) and aio-pika logs each failed reconnect.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)

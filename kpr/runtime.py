@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,12 +20,13 @@ from consumers.metrics import CertificateRole, ConsumerMetrics
 from consumers.opener import Opener
 from consumers.pool import OpenerPool
 from consumers.processing import Processor
-from consumers.pseudonym import Pseudonymiser, load_or_create_key
+from consumers.pseudonym import MIN_KEY_BYTES, Pseudonymiser, load_or_create_key
 from consumers.receipts import ReceiptSigner
 from consumers.store import SqlStore, StoreSummary, open_store
-from contracts.errors import PublishFailed
+from contracts.errors import ContractViolation, InputRefused, KeyMaterialError, PublishFailed
 from contracts.events import Event, parse_event
 from kpr.config import Settings
+from kpr.lifecycle import interrupted_while_opening
 from kpr.observability import ObservabilityServer, ReadinessCheck
 from kpr.partitioned import PartitionedConsumers
 from producers.metrics import ProducerMetrics
@@ -42,18 +44,43 @@ __all__ = [
 ]
 
 
+STDIN = Path("-")
+
+
 def read_events(path: Path, settings: Settings) -> Iterator[Event]:
-    """Events of a JSON Lines file, validated; a bad line stops with its line number."""
-    with path.open("rb") as handle:
+    """Events of a JSON Lines file (``-``: standard input), validated. A line that is not
+    JSON stops with :class:`InputRefused`, an event that breaks a contract with its
+    :class:`ContractViolation`; both name the file and the line number."""
+    try:
+        handle = sys.stdin.buffer if path == STDIN else path.open("rb")
+    except OSError as error:
+        raise InputRefused(
+            f"cannot read the events file {path}: {error.strerror or error}",
+            "give a JSON Lines file of events, or - for standard input",
+        ) from None
+    with contextlib.ExitStack() as stack:
+        if handle is not sys.stdin.buffer:
+            stack.enter_context(handle)
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 yield parse_event(orjson.loads(line), environment=settings.environment)
-            except orjson.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not JSON") from error
-            except Exception as error:
-                raise ValueError(f"{path}:{number}: {error}") from error
+            except orjson.JSONDecodeError:
+                raise InputRefused(
+                    f"{path}:{number}: not a JSON object", "one event per line, as JSON"
+                ) from None
+            except ContractViolation as violation:
+                hint = (
+                    " (synthetic test data: set KPR_ENVIRONMENT=test to send it to a test register)"
+                    if violation.rule == "synthetic-id-in-production"
+                    else ""
+                )
+                raise type(violation)(
+                    f"{path}:{number}: {violation.description}{hint}",
+                    field=violation.field,
+                    rule=violation.rule,
+                ) from None
 
 
 def build_sealer(settings: Settings) -> Sealer:
@@ -77,10 +104,23 @@ def build_opener(settings: Settings) -> Opener:
 
 
 def pseudonymiser(settings: Settings) -> Pseudonymiser:
+    """The pseudonym key of ``settings``; a missing or malformed key file is a
+    :class:`KeyMaterialError` that names the file (never its content)."""
     path = settings.pseudonym_key_path()
-    if settings.pseudonym_key_file is None:
-        return load_or_create_key(path)
-    return Pseudonymiser.from_file(path)
+    try:
+        if settings.pseudonym_key_file is None:
+            return load_or_create_key(path)
+        return Pseudonymiser.from_file(path)
+    except OSError as error:
+        raise KeyMaterialError(
+            f"cannot read the pseudonym key {path}: {error.strerror or error}",
+            "KPR_PSEUDONYM_KEY_FILE names a file of hex, at least 32 bytes",
+        ) from None
+    except (ValueError, UnicodeDecodeError):
+        raise KeyMaterialError(
+            f"the pseudonym key {path} is not at least {MIN_KEY_BYTES} bytes of hex",
+            "make one with: python -c 'import secrets; print(secrets.token_hex(32))'",
+        ) from None
 
 
 log = logging.getLogger("kpr.runtime")
@@ -140,6 +180,7 @@ async def publish_events(
             yield sealer.seal(event)
 
     async with (
+        interrupted_while_opening() as opened,
         Publisher(
             settings.amqp_url,
             topology=settings.topology(),
@@ -149,9 +190,11 @@ async def publish_events(
             tls=settings.tls_settings(),
             metrics=metrics,
             confirm_timeout_s=confirm_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
         ) as publisher,
         _endpoint(settings, metrics.registry, publisher.readiness_problems),
     ):
+        opened()
         final: dict[str, PublishOutcome] = {}
         unknown: dict[str, SealedMessage] = {}
 
@@ -290,6 +333,7 @@ async def _consume_with(
             watch_interval_s=watch_interval_s,
             receipt_signer=ReceiptSigner(settings.receipt_signing_identity()),
             queue=queue,
+            connect_timeout_s=settings.connect_timeout_s,
         )
 
     # Partitioned: one Consumer per partition queue behind the same interface.
@@ -306,9 +350,11 @@ async def _consume_with(
         else consumer_of(None)
     )
     async with (
+        interrupted_while_opening() as opened,
         consumers as consumer,
         _endpoint(settings, metrics.registry, consumer.readiness_problems),
     ):
+        opened()
         sampler = asyncio.create_task(
             _sample_pathways(
                 store,

@@ -105,10 +105,16 @@ class Checkpoint:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return 0
-        data = orjson.loads(raw)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            data = None
         line = data.get("line") if isinstance(data, dict) else None
-        if not isinstance(line, int) or line < 0:
-            raise ValueError(f"{self.path}: not a back-fill checkpoint")
+        if not isinstance(line, int) or isinstance(line, bool) or line < 0:
+            raise ValueError(
+                f'{self.path} is not a back-fill checkpoint (it should hold {{"line": N}}); '
+                "restore it, or give a new --checkpoint to start from the first line"
+            )
         return line
 
     def write(self, line: int) -> None:

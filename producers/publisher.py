@@ -23,9 +23,15 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 
-from contracts.connection import TlsSettings, open_with_failover
+from contracts.connection import TlsSettings, masked_url, open_with_failover
 from contracts.envelope import CONTENT_TYPE
-from contracts.errors import ConfirmTimeout, PublishFailed, PublishNacked, Unroutable
+from contracts.errors import (
+    BrokerUnreachable,
+    ConfirmTimeout,
+    PublishFailed,
+    PublishNacked,
+    Unroutable,
+)
 from contracts.resources import AsyncResource
 from contracts.topology import Topology
 from producers.metrics import ProducerMetrics
@@ -103,8 +109,15 @@ class Publisher(AsyncResource):
         self._exchange: AbstractExchange | None = None
 
     async def __aenter__(self) -> Self:
-        async with asyncio.timeout(self._connect_timeout_s):
-            return await self._open()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                return await self._open()
+        except TimeoutError:
+            raise BrokerUnreachable(
+                f"no answer from the broker at {masked_url(self._url)} within "
+                f"{self._connect_timeout_s:g} s",
+                "is the host reachable and the port right? (KPR_CONNECT_TIMEOUT sets the wait)",
+            ) from None
 
     async def _open(self) -> Self:
         async def setup(connection: AbstractRobustConnection) -> AbstractChannel:
@@ -116,8 +129,9 @@ class Publisher(AsyncResource):
 
         # A node lost while we declare is failed over like one lost later.
         self._connection, self._channel = await open_with_failover(
-            self._url, setup, tls=self._tls, name="kpr-producer"
-        )
+            self._url, setup, tls=self._tls, name="kpr-producer",
+            timeout_s=self._connect_timeout_s,
+        )  # fmt: skip
         return self
 
     async def aclose(self) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any
 
 from contracts.events import Event, encode_event
 from contracts.synth import generate_events
-from kpr import eventloop
+from kpr import eventloop, lifecycle
 from kpr.config import Settings
 from kpr.runtime import build_sealer
 from producers.backfill import Checkpoint, backfill
@@ -138,7 +139,12 @@ async def _produce(settings: Settings, load: Load) -> dict[str, Any]:
 
 
 def _producer_main(settings: Settings, load: Load, results: Any) -> None:
-    results.put(eventloop.run(_produce(settings, load)))
+    try:
+        results.put(eventloop.run(_produce(settings, load)))
+    except (lifecycle.Interrupted, KeyboardInterrupt) as stopped:
+        # The bench stops its producer with SIGTERM (and a terminal's Ctrl-C reaches it
+        # too): a quiet exit, not multiprocessing's traceback of the interruption.
+        sys.exit(stopped.exit_code if isinstance(stopped, lifecycle.Interrupted) else 130)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """``kpr backfill``: an EPJ extract (JSON Lines) onto the queue, resumable after a crash.
 
-Exit codes: 0 every line confirmed (or skipped as invalid), 1 a message could not be
-confirmed (rerun with the same checkpoint to resume), 2 usage, 3 unreadable file or
-checkpoint, 130 stopped by a signal (resume with the same checkpoint).
+Exit codes (kpr.exits): 0 every line confirmed (or skipped as invalid), 1 a message could
+not be confirmed (rerun with the same checkpoint to resume), 2 usage, 3 unreadable file
+or checkpoint, 130 / 143 stopped by SIGINT / SIGTERM (resume with the same checkpoint).
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from contracts.errors import PublishFailed
+import orjson
+
+from contracts.errors import InputRefused, PublishFailed
 from kpr import eventloop
+from kpr.commands.progress import ProgressBar, show_progress
 from kpr.config import Settings
-from kpr.lifecycle import stop_on_signals
+from kpr.lifecycle import interrupted_while_opening, stop_on_signals
 from kpr.logs import configure_logging
+from kpr.options import non_negative_int, positive_float, positive_int
 from kpr.runtime import build_sealer
 from producers.backfill import (
     DEFAULT_MAX_RESEND,
@@ -30,12 +34,10 @@ from producers.backfill import (
 )
 from producers.publisher import Publisher
 
-__all__ = ["ProgressBar", "register"]
+__all__ = ["register"]
 
 FAILED_EXIT = 1
 USAGE_EXIT = 2
-UNREADABLE_EXIT = 3
-STOPPED_EXIT = 130
 
 
 def register(subparsers: Any) -> None:
@@ -52,51 +54,34 @@ def register(subparsers: Any) -> None:
         help="where invalid lines are listed (line, reason, field, rule; never content); "
         "default: the checkpoint's name + .rejects.jsonl",
     )  # fmt: skip
-    parser.add_argument("--rate", type=float, metavar="N", help="at most N events per second")
+    parser.add_argument(
+        "--rate", type=positive_float, metavar="N", help="at most N events per second"
+    )
     parser.add_argument(
         "--progress", action="store_true", help="progress bar on stderr even when not a TTY"
     )
     parser.add_argument(
-        "--max-in-flight", type=int, default=256, help="unconfirmed messages at once (256)"
+        "--max-in-flight", type=positive_int, default=256, help="unconfirmed messages at once (256)"
     )
     parser.add_argument(
-        "--max-resend", type=int, default=DEFAULT_MAX_RESEND, metavar="N",
+        "--max-resend", type=non_negative_int, default=DEFAULT_MAX_RESEND, metavar="N",
         help="after a crash, a resume re-sends fewer than N messages "
         f"(default {DEFAULT_MAX_RESEND}; at least --max-in-flight)",
     )  # fmt: skip
     parser.add_argument(
-        "--seal-workers", type=int, default=0,
+        "--seal-workers", type=non_negative_int, default=0,
         help="processes that sign and encrypt (default 0: in the publishing process)",
     )  # fmt: skip
     parser.add_argument("--amqp-url", help="broker URL (env KPR_AMQP_URL)")
     parser.add_argument("--pki-dir", type=Path, help="development PKI directory (env KPR_PKI_DIR)")
     parser.add_argument("--queue-prefix", help="prefix of every exchange and queue name")
+    parser.add_argument("--json", action="store_true", help="the summary as one JSON object")
     parser.set_defaults(handler=_handle)
-
-
-class ProgressBar:
-    """``[#####-----] 51% 5,100/10,000 lines 812 ev/s`` redrawn in place on ``stream``."""
-
-    def __init__(self, total: int, stream: TextIO, width: int = 30) -> None:
-        self._total = max(total, 1)
-        self._stream = stream
-        self._width = width
-
-    def __call__(self, line: int, rate: float) -> None:
-        done = min(line / self._total, 1.0)
-        filled = int(done * self._width)
-        bar = "#" * filled + "-" * (self._width - filled)
-        self._stream.write(f"\r[{bar}] {done:4.0%} {line:,}/{self._total:,} lines {rate:,.0f} ev/s")
-        self._stream.flush()
-
-    def close(self) -> None:
-        self._stream.write("\n")
-        self._stream.flush()
 
 
 def _handle(args: argparse.Namespace) -> int:
     if args.max_resend < args.max_in_flight:
-        print("kpr backfill: --max-resend must be at least --max-in-flight", file=sys.stderr)
+        print("kpr backfill: error: --max-resend must be at least --max-in-flight", file=sys.stderr)
         return USAGE_EXIT
     settings = Settings.from_env().with_overrides(
         amqp_url=args.amqp_url, pki_dir=args.pki_dir, queue_prefix=args.queue_prefix
@@ -107,27 +92,37 @@ def _handle(args: argparse.Namespace) -> int:
     )
     try:
         total = count_lines(args.file)
+    except OSError as error:
+        raise InputRefused(
+            f"cannot read the extract {args.file}: {error.strerror or error}",
+            "give a JSON Lines file of events",
+        ) from None
+    try:
         start = checkpoint.read()
-    except (OSError, ValueError) as error:
-        print(f"kpr backfill: {error}", file=sys.stderr)
-        return UNREADABLE_EXIT
+    except OSError as error:
+        raise InputRefused(
+            f"cannot read the checkpoint {args.checkpoint}: {error.strerror or error}"
+        ) from None
+    except ValueError as error:
+        raise InputRefused(str(error)) from None
     configure_logging()
-    bar = ProgressBar(total, sys.stderr) if args.progress or sys.stderr.isatty() else None
-    stopped = False
+    bar = ProgressBar(total, sys.stderr) if show_progress(args) else None
 
     async def run() -> BackfillReport:
-        nonlocal stopped
         stop = asyncio.Event()
-
-        def on_stop() -> None:
-            nonlocal stopped
-            stopped = True
-            stop.set()
-
-        with stop_on_signals(on_stop):
-            async with Publisher(
-                settings.amqp_url, topology=settings.topology(), tls=settings.tls_settings()
-            ) as publisher:
+        # A signal stops the reading, the confirms in flight are awaited, the checkpoint
+        # is written; the command line then exits 130 / 143.
+        with stop_on_signals(stop.set):
+            async with (
+                interrupted_while_opening() as opened,
+                Publisher(
+                    settings.amqp_url,
+                    topology=settings.topology(),
+                    tls=settings.tls_settings(),
+                    connect_timeout_s=settings.connect_timeout_s,
+                ) as publisher,
+            ):
+                opened()
                 return await backfill(
                     args.file,
                     sealer=build_sealer(settings),
@@ -150,8 +145,8 @@ def _handle(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         print(
-            f"kpr backfill: stopped at line {checkpoint.read() + 1}: {error}; "
-            "rerun with the same --checkpoint to resume",
+            f"kpr backfill: error: stopped at line {checkpoint.read() + 1}: {error} "
+            "(rerun with the same --checkpoint to resume)",
             file=sys.stderr,
         )
         return FAILED_EXIT
@@ -160,11 +155,24 @@ def _handle(args: argparse.Namespace) -> int:
     if bar is not None:
         bar(report.end_line, report.published / max(report.seconds, 1e-9))
         bar.close()
+    rate = report.published / max(time.monotonic() - began, 1e-9)
+    if args.json:
+        summary = {
+            "first_line": start + 1,
+            "end_line": report.end_line,
+            "lines": total,
+            "published": report.published,
+            "skipped_invalid": report.skipped_invalid,
+            "rejects_listed": rejects.entries,
+            "retried": report.retried,
+            "events_per_s": round(rate, 1),
+        }
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+        return 0
     print(
         f"lines {start + 1}-{report.end_line} of {total}: published {report.published}, "
         f"skipped {report.skipped_invalid} (blank or invalid"
         + (f"; {rejects.entries} invalid listed in {rejects.path}" if rejects.entries else "")
-        + f"), retried {report.retried}, "
-        f"{report.published / max(time.monotonic() - began, 1e-9):,.0f} events/s"
+        + f"), retried {report.retried}, {rate:,.0f} events/s"
     )
-    return STOPPED_EXIT if stopped else 0
+    return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -21,11 +20,13 @@ from typing import Any
 import orjson
 
 from kpr.benchmarks.pipeline import BenchOptions, format_table, run_pipeline_benchmark
+from kpr.lifecycle import Interrupted
 from kpr.localservices import LocalServiceError, ensure_broker, ensure_postgres
+from kpr.options import non_negative_float, non_negative_int, positive_int
 
 __all__ = ["register"]
 
-NO_SERVICE_EXIT = 3
+NO_SERVICE_EXIT = 1  # the local broker or database could not be started (kpr.exits)
 INTERRUPTED_EXIT = 130
 
 
@@ -36,19 +37,23 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (under 3 minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--messages", type=int, help="messages per phase (default 20,000; quick 1,000)"
+        "--messages", type=positive_int, help="messages per phase (default 20,000; quick 1,000)"
     )
-    parser.add_argument("--memory-messages", type=int, help="messages of the memory phase")
-    parser.add_argument("--prefetch", type=int, default=128, help="consumer prefetch (128)")
+    parser.add_argument("--memory-messages", type=positive_int, help="messages of the memory phase")
     parser.add_argument(
-        "--max-in-flight", type=int, default=256, help="producer confirm window (256)"
+        "--prefetch", type=positive_int, default=128, help="consumer prefetch (128)"
+    )
+    parser.add_argument(
+        "--max-in-flight", type=positive_int, default=256, help="producer confirm window (256)"
     )
     parser.add_argument(
         "--linger-ms",
-        type=float,
+        type=non_negative_float,
         help="the consumer's group-commit linger (default KPR_GROUP_COMMIT_LINGER_MS's, 10)",
     )
-    parser.add_argument("--workers", type=int, help="open workers (default: one per core)")
+    parser.add_argument(
+        "--workers", type=non_negative_int, help="open workers (default: one per core)"
+    )
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL phase")
     parser.set_defaults(handler=_handle)
 
@@ -72,9 +77,8 @@ def _options(args: argparse.Namespace) -> BenchOptions:
 
 def _handle(args: argparse.Namespace) -> int:
     options = _options(args)
-    # SIGTERM stops a bench as Ctrl-C does, so the broker and database it started are
-    # stopped too (the default action would leave them running).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGINT and SIGTERM raise Interrupted (kpr.exits), so the ExitStack stops the broker
+    # and database this bench started (SIGTERM's default action would leave them running).
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -96,7 +100,7 @@ def _handle(args: argparse.Namespace) -> int:
                 if postgres is not None:
                     stack.callback(postgres.stop)
         except LocalServiceError as error:
-            print(f"kpr bench: {error}", file=sys.stderr)
+            print(f"kpr bench: error: {error}", file=sys.stderr)
             return NO_SERVICE_EXIT
         try:
             result = run_pipeline_benchmark(
@@ -106,9 +110,9 @@ def _handle(args: argparse.Namespace) -> int:
                 work_dir=work_dir / "bench",
                 say=say,
             )
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             say("kpr bench: interrupted; stopping what it started")
-            return INTERRUPTED_EXIT
+            raise
     result["cpu_count"] = os.cpu_count()
     if args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")

@@ -3,8 +3,8 @@
 For trying the command-line flow (``pki dev`` -> ``synth`` -> ``produce`` -> ``consume``)
 on a machine without a broker: the same local-process node the demo and the tests start
 (Debian's ``rabbitmq-server`` under the state directory), but left running until
-``kpr broker stop``. Exit codes: 0 done (``status``: running), 1 ``status``: not running,
-2 the node could not be started or stopped (the line says why).
+``kpr broker stop``. Exit codes: 0 done (``status``: running), 1 ``status``: not
+running, or the node could not be started or stopped (the line says why).
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def _start(args: argparse.Namespace) -> int:
     try:
         kept, started = start_kept_broker(directory, args.port)
     except LocalServiceError as error:
-        print(f"kpr broker start: {error}", file=sys.stderr)
-        return 2
+        print(f"kpr broker start: error: {error}", file=sys.stderr)
+        return 1
     verb = "started" if started else "already running"
     print(f"export KPR_AMQP_URL={kept.amqp_url}")
     print(
@@ -82,8 +82,8 @@ def _stop(args: argparse.Namespace) -> int:
     try:
         kept = stop_kept_broker(_directory())
     except LocalServiceError as error:
-        print(f"kpr broker stop: {error}", file=sys.stderr)
-        return 2
+        print(f"kpr broker stop: error: {error}", file=sys.stderr)
+        return 1
     if kept is None:
         print("no local broker was running (nothing to stop)", file=sys.stderr)
     else:
@@ -96,8 +96,8 @@ def _status(args: argparse.Namespace) -> int:
         kept = kept_broker(_directory())
         running = kept is not None and kept.answers()
     except LocalServiceError as error:
-        print(f"kpr broker status: {error}", file=sys.stderr)
-        return 2
+        print(f"kpr broker status: error: {error}", file=sys.stderr)
+        return 1
     if kept is None or not running:
         print("not running (start one with `kpr broker start`)")
         return 1

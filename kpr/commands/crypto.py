@@ -1,9 +1,10 @@
 """``kpr seal``, ``kpr open`` and ``kpr bench-crypto``: message protection by hand.
 
-Exit codes of ``open`` (and ``seal``): 0 ok, 2 usage (including unreadable files),
-then the rejection's own ``exit_code``: 3 malformed or unsupported algorithm,
-4 signature, trust or binding failure, 5 cannot decrypt, 6 contract violation.
-A CRL that cannot be read now (:class:`CrlUnavailable`, transient) also exits 4.
+Exit codes of ``open`` (and ``seal``), from ``kpr.exits``: 0 ok, 2 usage, 3 an input that
+cannot be used (not a file, PEM where DER is read) or a malformed message or unsupported
+algorithm, 4 signature, trust or binding failure, 5 cannot decrypt, 6 contract
+violation, 11 a certificate or key that cannot be used (a key that does not match its
+certificate), 1 a CRL that cannot be read now (transient: try again).
 """
 
 from __future__ import annotations
@@ -15,27 +16,32 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography import x509
 
 from contracts.envelope import DecryptionKey, Profile, SigningIdentity, open_envelope, seal
-from contracts.errors import CrlUnavailable, Rejected
+from contracts.errors import InputRefused, KeyMaterialError
 from contracts.events import Environment, encode_event, parse_event
 from contracts.letter import Party, check_binding, decode_letter, encode_letter
 from contracts.pki import load_certificate, load_certificates, load_private_key, org_number_of
-from contracts.trust import SenderAuthorisation, TrustStore
+from contracts.trust import FileCrlSource, TrustStore
+from kpr.config import read_authorisation
+from kpr.files import read_input, write_output
+from kpr.options import her_id, positive_float
 
 __all__ = ["register"]
 
 KPR_HER_ID = 8133973
 USAGE_EXIT = 2
-TRANSIENT_EXIT = 4
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     seal_parser = subparsers.add_parser(
         "seal", help="validate an event, sign and encrypt it to the register"
     )
-    seal_parser.add_argument("event", type=Path, metavar="EVENT_JSON")
+    seal_parser.add_argument(
+        "event", type=Path, metavar="EVENT_JSON", help="one event (- for standard input)"
+    )
     seal_parser.add_argument("--signer-cert", type=Path, required=True)
     seal_parser.add_argument("--signer-key", type=Path, required=True)
     seal_parser.add_argument("--recipient-cert", type=Path, required=True)
@@ -45,9 +51,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     seal_parser.add_argument(
         "--profile", choices=[p.value for p in Profile], default=Profile.NATIONAL.value
     )
-    seal_parser.add_argument("--recipient-her-id", type=int, default=KPR_HER_ID)
+    seal_parser.add_argument("--recipient-her-id", type=her_id, default=KPR_HER_ID)
     seal_parser.add_argument("--message-id", help="default: a new UUID")
-    seal_parser.add_argument("--out", type=Path, required=True, metavar="FILE")
+    seal_parser.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="the message (- for stdout)"
+    )
     seal_parser.set_defaults(handler=_seal)
 
     open_parser = subparsers.add_parser(
@@ -62,7 +70,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "trust or binding failure (or a CRL that cannot be read now), 5 cannot decrypt, "
         "6 contract violation.",
     )
-    open_parser.add_argument("message", type=Path, metavar="FILE")
+    open_parser.add_argument(
+        "message", type=Path, metavar="FILE", help="the DER message (- for standard input)"
+    )
+    open_parser.add_argument(
+        "--json", action="store_true", help="the event and its signer as one JSON object"
+    )
     open_parser.add_argument("--recipient-cert", type=Path, required=True)
     open_parser.add_argument("--recipient-key", type=Path, required=True)
     open_parser.add_argument(
@@ -72,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     open_parser.add_argument("--trust", type=Path, required=True, metavar="ROOT_PEM")
     open_parser.add_argument("--intermediates", type=Path, metavar="PEM")
     open_parser.add_argument("--crl", type=Path, action="append", default=[], metavar="FILE")
-    open_parser.add_argument("--own-her-id", type=int, default=KPR_HER_ID)
+    open_parser.add_argument("--own-her-id", type=her_id, default=KPR_HER_ID)
     open_parser.add_argument(
         "--authorisation", type=Path, metavar="JSON", help="sender authorisation table"
     )
@@ -81,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     bench = subparsers.add_parser(
         "bench-crypto", help="seal/open rates next to openssl speed rsa2048"
     )
-    bench.add_argument("--seconds", type=float, default=3.0)
+    bench.add_argument("--seconds", type=positive_float, default=3.0)
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.set_defaults(handler=_bench)
 
@@ -90,88 +103,105 @@ def _environment() -> Environment:
     return Environment.from_env()
 
 
-def _reject(error: Rejected) -> int:
-    print(f"rejected ({error.reason}): {error.description}", file=sys.stderr)
-    return error.exit_code
+def _signing_identity(args: argparse.Namespace) -> SigningIdentity:
+    certificate = load_certificate(args.signer_cert)
+    key = load_private_key(args.signer_key)
+    if key.public_key() != certificate.public_key():
+        raise KeyMaterialError(
+            f"the signer key {args.signer_key} does not belong to the certificate "
+            f"{args.signer_cert}",
+            "give the key the certificate was issued for",
+        )
+    chain = tuple(load_certificates(args.intermediates)) if args.intermediates else ()
+    return SigningIdentity(certificate, key, chain)
+
+
+def _recipient(path: Path) -> x509.Certificate:
+    """The register's encryption certificate; one that may not encipher keys is refused
+    here, as the national bus's client refuses it (MUG-000014), not after sending."""
+    certificate = load_certificate(path)
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return certificate
+    if not usage.key_encipherment:
+        raise KeyMaterialError(
+            f"the recipient certificate {path} is not an encryption certificate "
+            "(its key usage has no keyEncipherment)",
+            "give the register's encryption certificate, not its signing certificate",
+        )
+    return certificate
+
+
+def _message_bytes(path: Path) -> bytes:
+    data = read_input(path, "message")
+    if data.lstrip().startswith(b"-----BEGIN"):
+        raise InputRefused(
+            f"the message {path} is PEM; kpr open reads DER (as it travels on the bus)",
+            f"convert it: openssl cms -cmsout -inform PEM -in {path} -outform DER -out msg.der",
+        )
+    return data
 
 
 def _seal(args: argparse.Namespace) -> int:
-    try:
-        event_data = args.event.read_bytes()
-        signer_cert = load_certificate(args.signer_cert)
-        signer_key = load_private_key(args.signer_key)
-        recipient = load_certificate(args.recipient_cert)
-        chain = tuple(load_certificates(args.intermediates)) if args.intermediates else ()
-        environment = _environment()
-    except (OSError, ValueError) as error:
-        print(f"kpr seal: {error}", file=sys.stderr)
-        return USAGE_EXIT
-    signer_org = org_number_of(signer_cert)
+    event_data = read_input(args.event, "event")
+    signer = _signing_identity(args)
+    recipient = _recipient(args.recipient_cert)
+    signer_org = org_number_of(signer.certificate)
     if signer_org is None:
-        print("kpr seal: the signer certificate carries no organisation number", file=sys.stderr)
-        return USAGE_EXIT
-    try:
-        event = parse_event(event_data, environment=environment)
-        letter = encode_letter(
-            message_id=args.message_id or str(uuid.uuid4()),
-            sender=Party(her_id=event.sender_her_id, org_number=signer_org),
-            recipient_her_id=args.recipient_her_id,
-            event_json=encode_event(event),
+        raise KeyMaterialError(
+            f"the signer certificate {args.signer_cert} carries no organisation number",
+            "a national enterprise certificate names it (serialNumber of the subject)",
         )
-        message = seal(
-            letter,
-            signer=SigningIdentity(signer_cert, signer_key, chain),
-            recipient=recipient,
-            profile=Profile(args.profile),
-        )
-    except Rejected as error:
-        return _reject(error)
-    args.out.write_bytes(message)
+    event = parse_event(event_data, environment=_environment())
+    letter = encode_letter(
+        message_id=args.message_id or str(uuid.uuid4()),
+        sender=Party(her_id=event.sender_her_id, org_number=signer_org),
+        recipient_her_id=args.recipient_her_id,
+        event_json=encode_event(event),
+    )
+    message = seal(letter, signer=signer, recipient=recipient, profile=Profile(args.profile))
+    write_output(args.out, message, "sealed message")
     return 0
 
 
 def _open(args: argparse.Namespace) -> int:
-    try:
-        message = args.message.read_bytes()
-        keys = [
-            DecryptionKey(
-                load_certificate(args.recipient_cert), load_private_key(args.recipient_key)
-            )
-        ]
-        if (args.previous_cert is None) != (args.previous_key is None):
-            print("kpr open: --previous-cert and --previous-key go together", file=sys.stderr)
-            return USAGE_EXIT
-        if args.previous_cert is not None:
-            keys.append(
-                DecryptionKey(
-                    load_certificate(args.previous_cert), load_private_key(args.previous_key)
-                )
-            )
-        trust = TrustStore.from_pem_files(
-            roots=[args.trust],
-            intermediates=[args.intermediates] if args.intermediates else [],
-            crl_files=args.crl,
-        )
-        authorisation = (
-            SenderAuthorisation.from_json_file(args.authorisation) if args.authorisation else None
-        )
-        environment = _environment()
-    except (OSError, ValueError) as error:
-        print(f"kpr open: {error}", file=sys.stderr)
+    if (args.previous_cert is None) != (args.previous_key is None):
+        print("kpr open: error: --previous-cert and --previous-key go together", file=sys.stderr)
         return USAGE_EXIT
-    try:
-        opened = open_envelope(message, keys=keys, trust=trust)
-        signer_org = org_number_of(opened.signer)
-        letter = decode_letter(opened.content)
-        check_binding(letter, own_her_id=args.own_her_id, signer_org_number=signer_org)
-        event = parse_event(letter.event, environment=environment)
-        if authorisation is not None:
-            authorisation.check(signer_org, event.reporting_unit_org_number)
-    except Rejected as error:
-        return _reject(error)
-    except CrlUnavailable as error:
-        print(f"kpr open: revocation status unavailable, try again later: {error}", file=sys.stderr)
-        return TRANSIENT_EXIT
+    message = _message_bytes(args.message)
+    keys = [
+        DecryptionKey(load_certificate(args.recipient_cert), load_private_key(args.recipient_key))
+    ]
+    if args.previous_cert is not None:
+        keys.append(
+            DecryptionKey(load_certificate(args.previous_cert), load_private_key(args.previous_key))
+        )
+    trust = TrustStore(
+        roots=load_certificates(args.trust),
+        intermediates=load_certificates(args.intermediates) if args.intermediates else [],
+        crls=FileCrlSource(args.crl) if args.crl else None,
+    )
+    authorisation = read_authorisation(args.authorisation) if args.authorisation else None
+    environment = _environment()
+    opened = open_envelope(message, keys=keys, trust=trust)
+    signer_org = org_number_of(opened.signer)
+    letter = decode_letter(opened.content)
+    check_binding(letter, own_her_id=args.own_her_id, signer_org_number=signer_org)
+    event = parse_event(letter.event, environment=environment)
+    if authorisation is not None:
+        authorisation.check(signer_org, event.reporting_unit_org_number)
+    if args.json:
+        summary = {
+            "event": orjson.loads(encode_event(event)),
+            "signer": _subject(opened.signer),
+            "signer_org_number": signer_org,
+            "signing_time": opened.signing_time.isoformat(),
+            "profile": str(opened.profile),
+            "signature_form": str(opened.signature_form),
+        }
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+        return 0
     sys.stdout.buffer.write(encode_event(event) + b"\n")
     sys.stdout.flush()
     print(

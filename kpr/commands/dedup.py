@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from kpr.benchmarks.dedup import measure_dedup_growth
+from kpr.options import positive_int
 
 __all__ = ["register"]
 
@@ -22,7 +23,7 @@ def register(subparsers: Any) -> None:
         default="0,100000,1000000,3000000",
         help="row counts to measure at (default 0,100000,1000000,3000000)",
     )
-    parser.add_argument("--sample", type=int, default=200, help="applies timed per size")
+    parser.add_argument("--sample", type=positive_int, default=200, help="applies timed per size")
     parser.add_argument("--json", action="store_true", help="a JSON array")
     parser.set_defaults(handler=_handle)
 

@@ -11,7 +11,6 @@ leaves no process running unless ``--keep-broker`` is given.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import secrets
 import sys
 import time
@@ -27,8 +26,10 @@ from contracts.events import Environment
 from contracts.pki import ensure_dev_pki
 from contracts.synth import dev_authorisation, generate_events
 from contracts.topology import Topology
+from kpr import eventloop
 from kpr.config import Settings
 from kpr.localservices import ensure_broker
+from kpr.options import non_negative_int, positive_int
 from kpr.runtime import build_sealer, consume, publish_events, store_summary
 
 __all__ = ["register", "run_demo"]
@@ -36,11 +37,13 @@ __all__ = ["register", "run_demo"]
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="end-to-end run on an embedded default")
-    parser.add_argument("--count", type=int, default=200, help="synthetic events (default 200)")
+    parser.add_argument(
+        "--count", type=positive_int, default=200, help="synthetic events (default 200)"
+    )
     parser.add_argument("--seed", type=int, default=2017, help="synthetic data seed")
     parser.add_argument(
         "--tampered",
-        type=int,
+        type=non_negative_int,
         default=2,
         help="tampered messages to publish, to show dead-lettering (default 2)",
     )
@@ -114,12 +117,12 @@ def run_demo(
         )
         events = generate_events(count, seed=seed)
         say(f"publishing {len(events)} synthetic events and {tampered} tampered messages ...")
-        report = asyncio.run(publish_events(demo, events))
-        asyncio.run(_publish_tampered(demo, events[:tampered]))
+        report = eventloop.run(publish_events(demo, events))
+        eventloop.run(_publish_tampered(demo, events[:tampered]))
         say("consuming until idle ...")
-        counts = asyncio.run(consume(demo, until_idle_s=2.0))
-        pathways = asyncio.run(store_summary(demo)).as_dict()
-        asyncio.run(_delete_topology(demo.amqp_url, demo.topology()))
+        counts = eventloop.run(consume(demo, until_idle_s=2.0))
+        pathways = eventloop.run(store_summary(demo)).as_dict()
+        eventloop.run(_delete_topology(demo.amqp_url, demo.topology()))
     return {
         "published": len(events) + tampered,
         "confirmed": len(report.confirmed) + tampered,

@@ -4,15 +4,16 @@ Connects with the consumer's settings (``KPR_AMQP_URL``, ``KPR_REGISTER_HER_ID``
 ``--queue-prefix``). Replays and purges are appended to the audit log
 (``KPR_AUDIT_LOG``, default ``$KPR_STATE_DIR/audit.jsonl``).
 
-Exit codes: 0 done; 1 the message asked for is not there; 2 refused (purge without a
-TTY and without ``--yes``, bad option); a ``Rejected`` exit code when ``show --decrypt``
-cannot open the message.
+Exit codes (kpr.exits): 0 done; 1 the message asked for is not there; 2 refused (purge
+without a TTY and without ``--yes``, bad option); a ``Rejected`` exit code when ``show
+--decrypt`` cannot open the message; 3 an export folder that cannot be written; 8 / 9
+the broker unreachable / refusing. Before anything was dead-lettered (no queue yet) the
+listings are empty and say so.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,10 @@ from consumers.replay import DEFAULT_MAX_REPLAYS, DeadLetterQueue, json_safe
 from contracts.envelope import open_envelope
 from contracts.errors import Reason, Rejected
 from contracts.letter import decode_letter
+from kpr import eventloop
 from kpr.config import Settings
+from kpr.files import output_folder
+from kpr.options import her_id, positive_float, positive_int
 
 __all__ = ["register"]
 
@@ -46,21 +50,11 @@ def _time(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
 
 
-def _positive(kind: type[int] | type[float]) -> Any:
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError("must be positive")
-        return value
-
-    return parse
-
-
 def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amqp-url", help="broker URL (env KPR_AMQP_URL)")
     parser.add_argument("--queue-prefix", help="prefix of every exchange and queue name")
     parser.add_argument(
-        "--register-her-id", type=int, help="the register's HER-id (env KPR_REGISTER_HER_ID)"
+        "--register-her-id", type=her_id, help="the register's HER-id (env KPR_REGISTER_HER_ID)"
     )
 
 
@@ -73,7 +67,7 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         help=f"reason code (repeatable): {', '.join(_REASONS)}",
     )
-    group.add_argument("--sender", type=int, metavar="HER_ID", help="sender HER-id")
+    group.add_argument("--sender", type=her_id, metavar="HER_ID", help="sender HER-id")
     group.add_argument("--event-type", help="e.g. kad.admission")
     group.add_argument("--since", type=_time, help="dead-lettered at or after (ISO time)")
     group.add_argument("--until", type=_time, help="dead-lettered before (ISO time)")
@@ -111,13 +105,13 @@ def register(subparsers: Any) -> None:
     _filter_options(replay)
     _operator_option(replay)
     replay.add_argument("--dry-run", action="store_true", help="say what would be replayed")
-    replay.add_argument("--limit", type=_positive(int), metavar="N", help="at most N")
+    replay.add_argument("--limit", type=positive_int, metavar="N", help="at most N")
     replay.add_argument(
-        "--rate", type=_positive(float), metavar="PER_SECOND", help="at most this many per second"
+        "--rate", type=positive_float, metavar="PER_SECOND", help="at most this many per second"
     )
     replay.add_argument(
         "--max-replays",
-        type=int,
+        type=positive_int,
         default=DEFAULT_MAX_REPLAYS,
         help=f"skip letters replayed this often (default {DEFAULT_MAX_REPLAYS})",
     )
@@ -128,6 +122,7 @@ def register(subparsers: Any) -> None:
     _connection_options(export)
     _filter_options(export)
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    export.add_argument("--json", action="store_true", help="what was written, as JSON")
     export.set_defaults(handler=_export)
 
     purge = commands.add_parser("purge", help="delete dead letters for good")
@@ -135,7 +130,7 @@ def register(subparsers: Any) -> None:
     _filter_options(purge)
     _operator_option(purge)
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    purge.add_argument("--limit", type=_positive(int), metavar="N", help="at most N")
+    purge.add_argument("--limit", type=positive_int, metavar="N", help="at most N")
     purge.set_defaults(handler=_purge)
 
 
@@ -166,7 +161,11 @@ def _audit(settings: Settings, operator: str | None) -> AuditLog:
 
 def _queue(settings: Settings, audit: AuditLog | None = None) -> DeadLetterQueue:
     return DeadLetterQueue(
-        settings.amqp_url, topology=settings.topology(), tls=settings.tls_settings(), audit=audit
+        settings.amqp_url,
+        topology=settings.topology(),
+        tls=settings.tls_settings(),
+        audit=audit,
+        connect_timeout_s=settings.connect_timeout_s,
     )
 
 
@@ -189,14 +188,26 @@ def _table(infos: list[DeadLetterInfo]) -> None:
     print(f"{len(infos)} dead letter(s)")
 
 
+def _say_if_missing(args: argparse.Namespace, settings: Settings, dlq: DeadLetterQueue) -> None:
+    if dlq.queue_missing:
+        print(
+            f"kpr dlq {args.dlq_command}: nothing has been dead-lettered yet (the broker has no "
+            f"queue {settings.topology().dead_letter_queue}; check --queue-prefix if you "
+            "expected one)",
+            file=sys.stderr,
+        )
+
+
 def _list(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def run() -> list[DeadLetterInfo]:
         async with _queue(settings) as dlq:
-            return await dlq.list_matching(_selection(args))
+            found = await dlq.list_matching(_selection(args))
+            _say_if_missing(args, settings, dlq)
+            return found
 
-    infos = asyncio.run(run())
+    infos = eventloop.run(run())
     if args.group_by_reason:
         counts = count_by_reason(infos)
         if args.json:
@@ -216,11 +227,16 @@ def _show(args: argparse.Namespace) -> int:
 
     async def run() -> tuple[DeadLetterInfo, dict[str, Any], bytes] | None:
         async with _queue(settings) as dlq:
-            return await dlq.show(args.message_id)
+            shown = await dlq.show(args.message_id)
+            _say_if_missing(args, settings, dlq)
+            return shown
 
-    found = asyncio.run(run())
+    found = eventloop.run(run())
     if found is None:
-        print(f"kpr dlq show: no dead letter with message id {args.message_id}", file=sys.stderr)
+        print(
+            f"kpr dlq show: error: no dead letter with message id {args.message_id}",
+            file=sys.stderr,
+        )
         return 1
     info, headers, body = found
     document: dict[str, Any] = {"info": info.model_dump(mode="json"), "headers": json_safe(headers)}
@@ -238,7 +254,7 @@ def _show(args: argparse.Namespace) -> int:
         except Rejected as rejection:
             _write_json(document)
             print(
-                f"kpr dlq show: cannot open the message: {rejection.reason.value}: "
+                f"kpr dlq show: error: cannot open the message: {rejection.reason.value}: "
                 f"{rejection.description}",
                 file=sys.stderr,
             )
@@ -260,15 +276,17 @@ def _replay(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         async with _queue(settings, audit) as dlq:
-            return await dlq.replay(
+            report = await dlq.replay(
                 _selection(args),
                 dry_run=args.dry_run,
                 limit=args.limit,
                 rate_per_s=args.rate,
                 max_replays=args.max_replays,
             )
+            _say_if_missing(args, settings, dlq)
+            return report
 
-    report = asyncio.run(run())
+    report = eventloop.run(run())
     if args.json:
         _write_json(
             {
@@ -294,12 +312,24 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    output_folder(args.out, "dead-letter export")
 
     async def run() -> list[Path]:
         async with _queue(settings) as dlq:
-            return await dlq.export(_selection(args), args.out)
+            written = await dlq.export(_selection(args), args.out)
+            _say_if_missing(args, settings, dlq)
+            return written
 
-    written = asyncio.run(run())
+    written = eventloop.run(run())
+    if args.json:
+        _write_json(
+            {
+                "exported": len(written),
+                "folder": str(args.out),
+                "files": [str(path) for path in written],
+            }
+        )
+        return 0
     print(f"exported {len(written)} dead letter(s) to {args.out} (still encrypted)")
     return 0
 
@@ -319,7 +349,7 @@ def _purge(args: argparse.Namespace) -> int:
             return await dlq.list_matching(selection)
 
     if not args.yes:
-        infos = asyncio.run(matching())
+        infos = eventloop.run(matching())
         if args.limit is not None:
             infos = infos[: args.limit]
         if not infos:
@@ -338,6 +368,6 @@ def _purge(args: argparse.Namespace) -> int:
         async with _queue(settings, audit) as dlq:
             return await dlq.purge(selection, limit=args.limit)
 
-    purged = asyncio.run(run())
+    purged = eventloop.run(run())
     print(f"purged {len(purged)} dead letter(s)")
     return 0

@@ -14,10 +14,14 @@ import orjson
 
 from consumers.pathways import ConsultationProjection, StayProjection, programme_view
 from consumers.store import open_store
+from contracts.errors import ContractViolation, InputRefused
+from contracts.events.identifiers import parse_national_id
 from kpr import eventloop
+from kpr.commands.progress import ProgressBar, show_progress
 from kpr.config import Settings
 from kpr.lifecycle import stop_on_signals
 from kpr.logs import configure_logging
+from kpr.options import her_id, non_negative_float, non_negative_int, port, positive_float
 from kpr.runtime import consume, pseudonymiser, publish_events, read_events, store_summary
 from producers.publisher import PublishReport
 
@@ -30,20 +34,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-prefix", help="prefix of every exchange and queue name")
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=port,
         metavar="PORT",
         help="serve /metrics, /healthz, /readyz here (env KPR_METRICS_PORT)",
     )
     parser.add_argument(
         "--drain-timeout",
-        type=float,
+        type=non_negative_float,
         metavar="SECONDS",
         help="on SIGTERM, wait this long for in-flight messages "
         "(env KPR_DRAIN_TIMEOUT, default 30)",
     )
     parser.add_argument(
         "--partitions",
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="partition queues behind the consistent-hash exchange; 0 is the single work "
         "queue (env KPR_PARTITIONS, default 0)",
@@ -66,10 +70,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def register(subparsers: Any) -> None:
     produce = subparsers.add_parser("produce", help="publish every event of a JSON Lines file")
-    produce.add_argument("file", type=Path, help="events, one JSON object per line")
+    produce.add_argument(
+        "file", type=Path, help="events, one JSON object per line (- for standard input)"
+    )
+    produce.add_argument("--json", action="store_true", help="the summary as one JSON object")
+    produce.add_argument(
+        "--progress", action="store_true", help="progress bar on stderr even when not a TTY"
+    )
     produce.add_argument(
         "--sender-her-id",
-        type=int,
+        type=her_id,
         help="publish to this sender's inbound exchange kpr.in.{herId} and declare nothing "
         "(env KPR_SENDER_HER_ID)",
     )
@@ -79,14 +89,15 @@ def register(subparsers: Any) -> None:
     consumer = subparsers.add_parser("consume", help="run the consumer")
     consumer.add_argument(
         "--until-idle",
-        type=float,
+        type=positive_float,
         metavar="SECONDS",
         help="exit once the queue has been idle this long",
     )
     consumer.add_argument("--store-url", help="SQLite path or PostgreSQL URL (env KPR_STORE_URL)")
+    consumer.add_argument("--json", action="store_true", help="the counts as one JSON object")
     consumer.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         dest="open_workers",
         help="worker processes for decrypt + verify + validate "
         "(env KPR_OPEN_WORKERS; default 0: in the consumer process)",
@@ -120,7 +131,7 @@ def register(subparsers: Any) -> None:
     incomplete = pathways_sub.add_parser("incomplete", help="stays with one side only")
     incomplete.add_argument(
         "--older-than-days",
-        type=float,
+        type=non_negative_float,
         default=7.0,
         help="report stays open longer than this (default 7)",
     )
@@ -131,26 +142,69 @@ def register(subparsers: Any) -> None:
 
 def _produce(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    try:
-        events = list(read_events(args.file, settings))
-    except (OSError, ValueError) as error:
-        print(f"kpr produce: {error}", file=sys.stderr)
-        return 3
+    events = list(read_events(args.file, settings))
+    if not events:
+        print(
+            f"kpr produce: warning: {args.file} holds no events; nothing published", file=sys.stderr
+        )
+        _print_summary(
+            args,
+            {
+                "events": 0,
+                "published": 0,
+                "confirmed": 0,
+                "failed": 0,
+                "unknown": 0,
+                "stopped": False,
+            },
+        )
+        return 0
     configure_logging()
+    bar = ProgressBar(len(events), sys.stderr, unit="events") if show_progress(args) else None
+    done = 0
+
+    async def count(sealed: Any, outcome: Any, error: Any) -> None:
+        nonlocal done
+        done += 1
+        if bar is not None:
+            bar(done)
 
     async def run() -> PublishReport:
         stop = asyncio.Event()
         with stop_on_signals(stop.set):
-            return await publish_events(settings, events, stop=stop)
+            return await publish_events(
+                settings, events, stop=stop, on_outcome=count if bar is not None else None
+            )
 
-    report = eventloop.run(run())
+    try:
+        report = eventloop.run(run())
+    finally:
+        if bar is not None:
+            bar.close()
     sent = len(report.confirmed) + len(report.failed) + len(report.unknown)
     stopped = f" (stopped after {sent} of {len(events)})" if sent < len(events) else ""
-    print(
+    _print_summary(
+        args,
+        {
+            "events": len(events),
+            "published": sent,
+            "confirmed": len(report.confirmed),
+            "failed": len(report.failed),
+            "unknown": len(report.unknown),
+            "stopped": sent < len(events),
+        },
         f"published {sent}{stopped}: confirmed {len(report.confirmed)}, "
-        f"failed {len(report.failed)}, unknown {len(report.unknown)}"
+        f"failed {len(report.failed)}, unknown {len(report.unknown)}",
     )
     return 0 if report.all_confirmed else 1
+
+
+def _print_summary(args: argparse.Namespace, summary: dict[str, Any], text: str = "") -> None:
+    """The command's summary: one JSON object on stdout with --json, else ``text``."""
+    if getattr(args, "json", False):
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    elif text:
+        print(text)
 
 
 def _consume(args: argparse.Namespace) -> int:
@@ -162,16 +216,20 @@ def _consume(args: argparse.Namespace) -> int:
         with stop_on_signals(stop.set):
             return await consume(settings, until_idle_s=args.until_idle, stop=stop)
 
-    # SIGTERM drains and returns normally: exit 0, like an idle exit.
+    # SIGTERM drains and returns normally; the command line then exits 143.
     counts = eventloop.run(run())
-    print(" ".join(f"{key}={value}" for key, value in sorted(counts.items())) or "nothing consumed")
+    _print_summary(
+        args,
+        dict(sorted(counts.items())),
+        " ".join(f"{key}={value}" for key, value in sorted(counts.items())) or "nothing consumed",
+    )
     return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.by_day:
-        rows = asyncio.run(_daily(settings))
+        rows = eventloop.run(_daily(settings))
         if args.json:
             keys = ("municipality", "day", "committed", "rejected")
             sys.stdout.write(
@@ -182,7 +240,7 @@ def _summary(args: argparse.Namespace) -> int:
             for municipality, day, committed, rejected in rows:
                 print(f"{municipality:<14}{day:<12}{committed:>10}{rejected:>10}")
         return 0
-    summary = asyncio.run(store_summary(settings))
+    summary = eventloop.run(store_summary(settings))
     if args.json:
         sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
     else:
@@ -200,10 +258,19 @@ def _person(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.national_id_stdin:
         national_id = sys.stdin.readline().strip()
+        try:
+            parse_national_id(national_id, today=datetime.now(UTC).date())
+        except ContractViolation as violation:
+            # The rule, never the value: what was typed may be a real person's id.
+            raise InputRefused(
+                f"the national id read from standard input is not valid: "
+                f"{violation.description} [{violation.rule}]",
+                "give 11 digits with valid check digits, on one line",
+            ) from None
         person_key = pseudonymiser(settings).pseudonym(national_id)
     else:
         person_key = args.pseudonym
-    stays, consultations = asyncio.run(_person_pathways(settings, person_key))
+    stays, consultations = eventloop.run(_person_pathways(settings, person_key))
     views = programme_view(consultations, as_of=datetime.now(UTC))
     if args.json:
         document = {
@@ -264,7 +331,7 @@ def _incomplete(args: argparse.Namespace) -> int:
                 older_than=timedelta(days=args.older_than_days), as_of=datetime.now(UTC)
             )
 
-    stays = asyncio.run(read())
+    stays = eventloop.run(read())
     if args.json:
         sys.stdout.write(orjson.dumps([_stay_json(stay) for stay in stays]).decode() + "\n")
     else:

@@ -10,6 +10,7 @@ from typing import Any
 from contracts.pki import dev_pki_files, ensure_dev_pki, generate_dev_pki
 from contracts.synth import dev_authorisation
 from kpr.config import DEV_AUTHORISATION_FILE
+from kpr.files import output_folder
 
 __all__ = ["register"]
 
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    directory: Path = args.out
+    directory: Path = output_folder(args.out, "development PKI")
     if args.force:
         pki = generate_dev_pki(directory, key_size=args.key_size)
     else:

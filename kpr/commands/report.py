@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from kpr.config import Settings
+from kpr.files import output_folder
+from kpr.options import positive_int
 from kpr.reports import DEFAULT_THRESHOLD, ReportOptions, build_report, write_report
 
 __all__ = ["register"]
@@ -24,12 +26,15 @@ def register(subparsers: Any) -> None:
     report.add_argument("--store-url", help="SQLite path or PostgreSQL URL (env KPR_STORE_URL)")
     report.add_argument(
         "--min-count",
-        type=int,
+        type=positive_int,
         default=DEFAULT_THRESHOLD,
         help=f"counts below this are suppressed (default {DEFAULT_THRESHOLD})",
     )
     report.add_argument(
-        "--max-stay-days", type=int, default=30, help="flag stays longer than this (default 30)"
+        "--max-stay-days",
+        type=positive_int,
+        default=30,
+        help="flag stays longer than this (default 30)",
     )
     report.add_argument(
         "--as-of",
@@ -43,13 +48,10 @@ def _report(args: argparse.Namespace) -> int:
     if args.municipality is not None and not (
         len(args.municipality) == 4 and args.municipality.isdigit()
     ):
-        print("kpr report: --municipality takes four digits", file=sys.stderr)
-        return 2
-    if args.min_count < 1:
-        print("kpr report: --min-count must be at least 1", file=sys.stderr)
+        print("kpr report: error: --municipality takes four digits", file=sys.stderr)
         return 2
     if args.as_of is not None and args.as_of.tzinfo is None:
-        print("kpr report: --as-of needs a UTC offset", file=sys.stderr)
+        print("kpr report: error: --as-of needs a UTC offset", file=sys.stderr)
         return 2
     store_url = args.store_url or Settings.from_env().store_url
     options = ReportOptions(
@@ -59,11 +61,8 @@ def _report(args: argparse.Namespace) -> int:
         max_stay_days=args.max_stay_days,
         as_of=args.as_of,
     )
-    try:
-        report = build_report(store_url, options)
-    except FileNotFoundError as error:
-        print(f"kpr report: {error}", file=sys.stderr)
-        return 2
+    output_folder(args.out, "report")
+    report = build_report(store_url, options)
     written = write_report(report, args.out)
     print(f"wrote {len(written)} files to {args.out} ({args.out / 'index.html'})")
     return 0

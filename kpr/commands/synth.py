@@ -24,6 +24,8 @@ from contracts.synth import (
     EVENT_KINDS,
     generate_lines,
 )
+from kpr.files import STANDARD_STREAM, write_output
+from kpr.options import her_id
 
 __all__ = ["register", "run"]
 
@@ -103,7 +105,7 @@ def register(subparsers: Any) -> None:
         f"(default {','.join(DEFAULT_UNIT_ORG_NUMBERS)})",
     )
     parser.add_argument(
-        "--sender-her-id", type=int, default=DEFAULT_SENDER_HER_ID, help="sender HER-id (90001)"
+        "--sender-her-id", type=her_id, default=DEFAULT_SENDER_HER_ID, help="sender HER-id (90001)"
     )
     parser.add_argument(
         "--sender-org-number",
@@ -115,19 +117,11 @@ def register(subparsers: Any) -> None:
 
 
 def _write(lines: Sequence[bytes], out: Path | None) -> None:
-    payload = b"".join(line + b"\n" for line in lines)
-    if out is None:
-        sys.stdout.buffer.write(payload)
-        sys.stdout.buffer.flush()
-    else:
-        out.write_bytes(payload)
+    write_output(out or STANDARD_STREAM, b"".join(line + b"\n" for line in lines), "events file")
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate and write the events; returns the exit code."""
-    if args.sender_her_id <= 0:
-        print("kpr synth: the sender HER-id must be positive", file=sys.stderr)
-        return 2
     lines = generate_lines(
         args.count,
         seed=args.seed,
@@ -139,11 +133,7 @@ def run(args: argparse.Namespace) -> int:
         sender_her_id=args.sender_her_id,
         sender_org_number=args.sender_org_number,
     )
-    try:
-        _write(lines, args.out)
-    except OSError as error:
-        print(f"kpr synth: cannot write the output: {error.strerror}", file=sys.stderr)
-        return 3
-    if args.out is not None:
+    _write(lines, args.out)
+    if args.out is not None and args.out != STANDARD_STREAM:
         print(f"wrote {len(lines)} events to {args.out}", file=sys.stderr)
     return 0

@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 
 from consumers.pathways import StoredEventRow, effective_content
+from contracts.connection import masked_url
+from contracts.errors import StoreError
 
 __all__ = [
     "EffectiveRecord",
@@ -142,25 +144,45 @@ def read_only_connection(url: str) -> Iterator[tuple[Any, str]]:
     """A DB-API connection and its parameter placeholder (``?`` or ``%s``).
 
     ``postgresql://...`` opens PostgreSQL (read-only session); ``sqlite:///path`` or a
-    plain path opens SQLite read-only. Raises ``FileNotFoundError`` for a missing SQLite
-    file and the driver's ``OperationalError`` when a database cannot be reached.
+    plain path opens SQLite read-only. A missing SQLite file, a database that cannot be
+    reached and one that is not a kpr store (a query fails on it) raise
+    :class:`StoreError` naming the store, its password masked.
     """
+    shown = masked_url(url)
     if url.startswith(("postgresql://", "postgres://")):
         import psycopg
 
-        connection: Any = psycopg.connect(url, connect_timeout=5)
+        try:
+            connection: Any = psycopg.connect(url, connect_timeout=5)
+        except psycopg.Error as error:
+            raise _store_error(shown, error) from None
         connection.read_only = True
         placeholder = "%s"
     else:
         path = Path(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url)
         if not path.is_file():
-            raise FileNotFoundError(f"no pathway store at {path}")
+            raise StoreError(
+                f"no pathway store at {path}",
+                "run `kpr consume` to fill one, or set KPR_STORE_URL / --store-url",
+            )
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         placeholder = "?"
     try:
         yield connection, placeholder
+    except Exception as error:
+        if isinstance(error, sqlite3.Error) or type(error).__module__.startswith("psycopg"):
+            raise _store_error(shown, error) from None
+        raise
     finally:
         connection.close()
+
+
+def _store_error(shown: str, error: BaseException) -> StoreError:
+    said = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return StoreError(
+        f"cannot read the pathway store {shown}: {said}",
+        "is it a kpr pathway store, and is the database running?",
+    )
 
 
 def load_report_data(url: str, *, municipality: str | None = None) -> ReportData:

@@ -410,14 +410,16 @@ async def test_a_producer_connecting_into_a_silent_partition_fails_in_bounded_ti
     amqp_vhost_url: str, pki: PkiDir, tmp_path: Path
 ) -> None:
     """The TCP connect succeeds but the broker never answers: opening the publisher raises
-    TimeoutError after ``connect_timeout_s`` instead of waiting forever."""
+    BrokerUnreachable, naming the wait, after ``connect_timeout_s`` instead of waiting
+    forever."""
+    from contracts.errors import BrokerUnreachable
     from producers.publisher import Publisher
 
     async with TcpProxy.to(amqp_vhost_url) as proxy:
         proxy.blackhole()
         settings = fault_settings(proxy.url_for(amqp_vhost_url), pki, tmp_path)
         started = time.monotonic()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(BrokerUnreachable, match="within 3 s"):
             async with Publisher(
                 settings.amqp_url, topology=settings.topology(), connect_timeout_s=3.0
             ):

@@ -1,6 +1,6 @@
 """Graceful shutdown: SIGTERM to a running ``kpr consume`` mid-stream.
 
-The process must exit 0 within the drain timeout, and every message must be either
+The process must exit 143 (128 + SIGTERM) within the drain timeout, and every message must be either
 committed exactly once or still on the work queue: none lost, none half-done.
 """
 
@@ -54,10 +54,11 @@ async def queued_message_ids(url: str, queue_name: str) -> list[str]:
         return ids
 
 
-async def test_sigterm_mid_stream_drains_exits_zero_and_loses_nothing(
+async def test_sigterm_mid_stream_drains_exits_143_and_loses_nothing(
     amqp_vhost_url: str, dev_pki: PkiDir, tmp_path: Path
 ) -> None:
-    """800 messages, SIGTERM after the first commits: exit 0 within the drain timeout; the
+    """800 messages, SIGTERM after the first commits: after the drain, exit 143 (128 +
+    SIGTERM, as for every command a signal stops) within the drain timeout; the
     committed and the still-queued message ids partition the published ones exactly."""
     settings = pipeline_settings(amqp_vhost_url, dev_pki, tmp_path)
     store = Path(settings.store_url)
@@ -103,7 +104,9 @@ async def test_sigterm_mid_stream_drains_exits_zero_and_loses_nothing(
             process.kill()
             await process.wait()
 
-    assert process.returncode == 0, log_file.read_text()[-2000:]
+    assert process.returncode == 143, log_file.read_text()[-2000:]
+    assert "stopped by SIGTERM after draining" in log_file.read_text()
+    assert "Traceback" not in log_file.read_text()
     assert exit_seconds < DRAIN_TIMEOUT_S + 15
     logs = [orjson.loads(line) for line in log_file.read_text().splitlines()]
     assert any(entry["message"].startswith("shutdown:") for entry in logs)
@@ -127,10 +130,10 @@ async def test_sigterm_mid_stream_drains_exits_zero_and_loses_nothing(
     )
 
 
-async def test_sigterm_to_kpr_produce_stops_publishing_and_exits_zero_with_all_sent_confirmed(
+async def test_sigterm_to_kpr_produce_stops_publishing_and_exits_143_with_all_sent_confirmed(
     amqp_vhost_url: str, dev_pki: PkiDir, tmp_path: Path
 ) -> None:
-    """SIGTERM while publishing: no more publishes, the in-flight ones are confirmed, exit 0,
+    """SIGTERM while publishing: no more publishes, the in-flight ones are confirmed, exit 143,
     and the queue holds exactly as many messages as the report says were confirmed."""
     # More than this machine publishes in the 4 s before the signal (~1,000/s at best).
     events = generate_events(PRODUCE_EVENTS, seed=52)
@@ -168,7 +171,8 @@ async def test_sigterm_to_kpr_produce_stops_publishing_and_exits_zero_with_all_s
             process.kill()
             await process.wait()
 
-    assert process.returncode == 0, log_file.read_text()[-2000:]
+    assert process.returncode == 143, log_file.read_text()[-2000:]
+    assert "Traceback" not in log_file.read_text()
     summary = stdout.decode()
     match = re.search(
         rf"published (\d+) \(stopped after \d+ of {PRODUCE_EVENTS}\): confirmed (\d+), "

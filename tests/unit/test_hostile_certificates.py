@@ -312,6 +312,6 @@ def test_kpr_open_refuses_a_hostile_certificate_in_one_line_with_exit_3(
     captured = capsys.readouterr()
     assert exit_code == 3
     assert captured.err.strip().splitlines() == [
-        "rejected (malformed): an embedded certificate is not well formed"
+        "kpr open: error: rejected (malformed): an embedded certificate is not well formed"
     ]
     assert "Traceback" not in captured.out + captured.err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,19 +13,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from contracts.envelope import Profile, seal
 from contracts.pki import PARTIES, PkiDir, dev_pki_files, ensure_dev_pki, org_number_of
-from kpr.commands import crypto as crypto_commands
-from kpr.commands import pki as pki_commands
+from kpr.cli import main
 
 
 def kpr(argv: Sequence[str]) -> int:
-    """Run a kpr command of the modules under test in-process (same parsers as kpr.cli)."""
-    parser = argparse.ArgumentParser(prog="kpr")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    pki_commands.register(subparsers)
-    crypto_commands.register(subparsers)
-    args = parser.parse_args(argv)
-    exit_code: int = args.handler(args)
-    return exit_code
+    """Run a kpr command in-process through the command line's error boundary."""
+    return main(list(argv))
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +162,7 @@ def test_kpr_open_exit_codes(
     cli_pki: Path, event_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """3 garbage, 4 untrusted (no intermediate configured) or wrong own HER-id, 5 wrong key,
-    2 missing file."""
+    3 missing file (an input that cannot be used)."""
     message = tmp_path / "message.der"
     assert kpr(_seal_args(cli_pki, event_file, message)) == 0
     garbage = tmp_path / "garbage.der"
@@ -183,7 +175,7 @@ def test_kpr_open_exit_codes(
     wrong_key = _open_args(cli_pki, message)
     wrong_key[wrong_key.index("--recipient-key") + 1] = str(cli_pki / "sender-enc.key")
     assert kpr(wrong_key) == 5
-    assert kpr(_open_args(cli_pki, tmp_path / "missing.der")) == 2
+    assert kpr(_open_args(cli_pki, tmp_path / "missing.der")) == 3
     err = capsys.readouterr().err
     assert "rejected (undecryptable)" in err
 

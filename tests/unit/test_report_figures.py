@@ -9,6 +9,7 @@ import pytest
 from report_store import PSEUDONYMISER, fill_store
 
 from consumers.store import SqliteStore
+from contracts.errors import StoreError
 from contracts.events import HstConsultation, ProgrammeConsultation, parse_event
 from contracts.events._common import Environment
 from contracts.synth import generate_events
@@ -116,6 +117,6 @@ async def test_effective_records_apply_corrections_and_drop_cancelled(tmp_path: 
 
 def test_a_missing_store_is_an_error_not_a_new_file(tmp_path: Path) -> None:
     """The report opens SQLite read-only: no empty store appears by mistake."""
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StoreError, match="no pathway store at"):
         load_report_data(str(tmp_path / "absent.sqlite3"))
     assert not (tmp_path / "absent.sqlite3").exists()

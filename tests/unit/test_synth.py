@@ -183,11 +183,13 @@ def test_kpr_synth_refuses_bad_arguments(argv: list[str]) -> None:
     assert caught.value.code == 2
 
 
-def test_kpr_synth_reports_an_unwritable_output(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    synth_command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["synth", "--count", "2", "--out", str(tmp_path / "no" / "x.jsonl")])
-    assert args.handler(args) == 3
+def test_kpr_synth_reports_an_unwritable_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kpr.cli import main
+
+    assert main(["synth", "--count", "2", "--out", str(tmp_path / "no" / "x.jsonl")]) == 3
+    assert f"no folder {tmp_path / 'no'}" in capsys.readouterr().err
 
 
 def test_kpr_synth_runs_from_the_kpr_command_line(tmp_path: Path) -> None:
