@@ -61,11 +61,34 @@ class TlsSettings:
     client_key: Path | None = None
 
     def context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        """The client's TLS context; an unreadable CA, certificate or key file is a
+        :class:`SettingsError` naming it."""
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        except (OSError, ssl.SSLError) as error:
+            raise SettingsError(
+                f"KPR_AMQP_CA_FILE {self.ca_file} cannot be used: {_reason(error)}",
+                "it names a PEM bundle of the CA that issued the broker's certificate",
+            ) from None
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.client_cert is not None:
-            context.load_cert_chain(str(self.client_cert), str(self.client_key or self.client_cert))
+            try:
+                context.load_cert_chain(
+                    str(self.client_cert), str(self.client_key or self.client_cert)
+                )
+            except (OSError, ssl.SSLError) as error:
+                raise SettingsError(
+                    f"KPR_AMQP_CLIENT_CERT {self.client_cert} / KPR_AMQP_CLIENT_KEY "
+                    f"cannot be used: {_reason(error)}",
+                    "they name the client's PEM certificate and its unencrypted key",
+                ) from None
         return context
+
+
+def _reason(error: OSError | ssl.SSLError) -> str:
+    if isinstance(error, ssl.SSLError):
+        return str(error.reason or error)
+    return error.strerror or str(error)
 
 
 class FailoverConnection(aio_pika.RobustConnection):

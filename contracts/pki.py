@@ -57,6 +57,7 @@ __all__ = [
     "load_certificate",
     "load_certificates",
     "load_private_key",
+    "load_recipient_certificate",
     "new_rsa_key",
     "org_number_of",
     "write_certificate",
@@ -266,14 +267,21 @@ def create_crl(
     *,
     last_update: datetime | None = None,
     next_update: datetime | None = None,
+    crl_number: int | None = None,
 ) -> x509.CertificateRevocationList:
-    """A CRL signed by ``ca`` listing ``revoked_serials``."""
+    """A CRL signed by ``ca`` listing ``revoked_serials``; its CRL number defaults to the
+    seconds since the epoch of ``last_update`` (increasing, as RFC 5280 asks)."""
     start = last_update or datetime.now(UTC) - timedelta(minutes=5)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.certificate.subject)
         .last_update(start)
         .next_update(next_update or start + timedelta(days=7))
+        .add_extension(x509.CRLNumber(crl_number or int(start.timestamp())), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key.public_key()),
+            critical=False,
+        )
     )
     for serial in revoked_serials:
         builder = builder.add_revoked_certificate(
@@ -358,6 +366,24 @@ def load_certificate(path: Path) -> x509.Certificate:
         return x509.load_pem_x509_certificate(data)
     except ValueError:
         raise _not_pem(data, path, "certificate") from None
+
+
+def load_recipient_certificate(path: Path) -> x509.Certificate:
+    """The register's encryption certificate; one whose key usage has no keyEncipherment
+    is refused here, as the national bus's client refuses it (MUG-000014), not after
+    sending a message the register could not be meant to open."""
+    certificate = load_certificate(path)
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return certificate
+    if not usage.key_encipherment:
+        raise KeyMaterialError(
+            f"the recipient certificate {path} is not an encryption certificate "
+            "(its key usage has no keyEncipherment)",
+            "give the register's encryption certificate, not its signing certificate",
+        )
+    return certificate
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:

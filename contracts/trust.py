@@ -32,7 +32,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtensionOID
 
+from contracts.certprofile import ca_problem, leaf_problem, linked, name_constraints_problem
 from contracts.errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -71,6 +73,9 @@ def check_certificate_algorithms(certificate: x509.Certificate) -> None:
         raise UnsupportedAlgorithm(
             f"RSA key of {key.key_size} bits; at least {MIN_RSA_KEY_BITS} are required"
         )
+    if key.key_size % 8:
+        # No conforming key generator makes one; libraries disagree on how to pad it.
+        raise UnsupportedAlgorithm(f"RSA key of {key.key_size} bits: not a whole number of bytes")
     algorithm = certificate.signature_hash_algorithm
     if not isinstance(algorithm, _ALLOWED_CERT_HASHES):
         name = algorithm.name if algorithm is not None else "none"
@@ -150,6 +155,9 @@ class FileCrlSource:
     ) -> None:
         key = (index, issuer.fingerprint(hashes.SHA256()))
         if key not in self._verified:
+            problem = _crl_problem(crl, issuer)
+            if problem is not None:
+                raise CrlUnavailable(f"a configured CRL cannot be used: {problem}")
             public_key = issuer.public_key()
             if not isinstance(public_key, rsa.RSAPublicKey) or not crl.is_signature_valid(
                 public_key
@@ -159,6 +167,31 @@ class FileCrlSource:
         next_update = crl.next_update_utc
         if next_update is not None and next_update < now:
             raise CrlUnavailable("a configured CRL is past its next update")
+
+
+#: CRL extensions whose meaning we apply or that cannot hide a revocation; a critical one
+#: outside the set (a delta CRL, a partitioned CRL's issuing distribution point) refuses it.
+_PROCESSED_CRL_EXTENSIONS = frozenset(
+    {ExtensionOID.CRL_NUMBER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER}
+)
+
+
+def _crl_problem(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> str | None:
+    """Why ``crl`` may not be used to judge ``issuer``'s certificates (RFC 5280 5, 6.3)."""
+    try:
+        usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return "its issuer has no key usage"
+    if not usage.crl_sign:
+        return "its issuer may not sign CRLs (no cRLSign)"
+    for extension in crl.extensions:
+        if extension.critical and extension.oid not in _PROCESSED_CRL_EXTENSIONS:
+            return "it has a critical extension we do not process"
+    try:
+        crl.extensions.get_extension_for_class(x509.CRLNumber)
+    except x509.ExtensionNotFound:
+        return "it has no CRL number"
+    return None
 
 
 @dataclass(frozen=True)
@@ -176,9 +209,17 @@ class TrustStore:
         roots: Sequence[x509.Certificate],
         intermediates: Sequence[x509.Certificate] = (),
         crls: CrlSource | None = None,
+        *,
+        max_depth: int = MAX_CHAIN_DEPTH,
     ) -> None:
+        """``max_depth``: the most certificates a chain may hold, signer and root included
+        less one (the default 5 allows three intermediates and more than any national
+        chain has)."""
         if not roots:
             raise ValueError("a trust store needs at least one root")
+        if max_depth < 1:
+            raise ValueError("max_depth must be at least 1")
+        self._max_depth = max_depth
         self._roots = tuple(roots)
         self._intermediates = tuple(intermediates)
         self._root_set = frozenset(self._roots)
@@ -266,9 +307,15 @@ class TrustStore:
         check_certificate_algorithms(signer)
         if signer in self._root_set or signer.issuer == signer.subject:
             raise UntrustedSigner("a self-signed certificate cannot sign messages")
+        problem = leaf_problem(signer)
+        if problem is not None:
+            raise UntrustedSigner(f"the signer certificate is not valid: {problem}")
         chain = self._build(signer, (signer,), frozenset(hints), [MAX_CHAIN_CANDIDATES])
         if chain is None:
             raise UntrustedSigner("no chain from the signer certificate to a trusted root")
+        problem = name_constraints_problem(chain)
+        if problem is not None:
+            raise UntrustedSigner(f"the chain breaks its name constraints: {problem}")
         result = _Chain(chain)
         with self._lock:
             if len(self._chains) >= _CHAIN_CACHE_SIZE:
@@ -285,13 +332,17 @@ class TrustStore:
     ) -> tuple[x509.Certificate, ...] | None:
         """Depth first from ``certificate`` to a root; ``budget`` (one counter shared by
         the whole search) is the number of issuer signatures it may still try."""
-        if len(path) > MAX_CHAIN_DEPTH:
+        if len(path) > self._max_depth:
             return None
         candidates = sorted(
             self._by_subject.get(certificate.issuer, ()), key=lambda c: c not in hints
         )
         for issuer in candidates:
-            if issuer in path or not _may_issue(issuer, cas_below=len(path) - 1):
+            if (
+                issuer in path
+                or not _may_issue(issuer, cas_below=len(path) - 1)
+                or not linked(certificate, issuer)
+            ):
                 continue
             if budget[0] <= 0:
                 return None
@@ -332,20 +383,12 @@ def _check_signer_usage(signer: x509.Certificate) -> None:
 
 
 def _may_issue(issuer: x509.Certificate, *, cas_below: int) -> bool:
-    """Whether ``issuer`` is a CA allowed to sit ``cas_below`` intermediates above the leaf."""
-    try:
-        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
+    """Whether ``issuer`` is a CA (RFC 5280: basicConstraints critical, keyCertSign, a
+    subject and a key identifier) allowed to sit ``cas_below`` intermediates above the leaf."""
+    if ca_problem(issuer) is not None:
         return False
-    if not constraints.ca:
-        return False
-    if constraints.path_length is not None and cas_below > constraints.path_length:
-        return False
-    try:
-        usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return True
-    return usage.key_cert_sign
+    constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+    return constraints.path_length is None or cas_below <= constraints.path_length
 
 
 def _is_org_number(value: str) -> bool:

@@ -76,7 +76,13 @@ from contracts.envelope import DecryptionKey, Profile, SigningIdentity
 from contracts.errors import KeyMaterialError, SettingsError
 from contracts.events import Environment
 from contracts.partitioning import DEV_PARTITION_KEY, parse_partition_key
-from contracts.pki import PkiDir, load_certificate, load_certificates, load_private_key
+from contracts.pki import (
+    PkiDir,
+    load_certificate,
+    load_certificates,
+    load_private_key,
+    load_recipient_certificate,
+)
 from contracts.topology import KPR_HER_IDS, Topology
 from contracts.trust import FileCrlSource, SenderAuthorisation, TrustStore
 
@@ -85,6 +91,7 @@ __all__ = ["DEV_AUTHORISATION_FILE", "Settings", "read_authorisation"]
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEV_AUTHORISATION_FILE = "authorisation.json"  # what `kpr pki dev` writes beside the PKI
 MAX_PORT = 65535
+STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 E = TypeVar("E", bound=StrEnum)
 N = TypeVar("N", int, float)
@@ -221,6 +228,12 @@ class Settings:
         """Every Settings is checked when made, from the environment or from options:
         a wrong value is a :class:`SettingsError` naming it, before any connection."""
         broker_urls(self.amqp_url)
+        scheme = self.store_url.split("://", 1)[0] if "://" in self.store_url else ""
+        if scheme and scheme not in STORE_SCHEMES:
+            raise SettingsError(
+                f"the store URL scheme {scheme}:// is not one of: {', '.join(STORE_SCHEMES)}",
+                "set KPR_STORE_URL / --store-url to a SQLite path or a postgresql:// URL",
+            )
         if self.metrics_port is not None and not 0 <= self.metrics_port <= MAX_PORT:
             raise SettingsError(
                 f"metrics port {self.metrics_port} is outside 0-{MAX_PORT}",
@@ -317,7 +330,7 @@ class Settings:
     def recipient_certificate(self) -> x509.Certificate:
         cert = self._get("KPR_RECIPIENT_CERT")
         if cert:
-            return load_certificate(Path(cert))
+            return load_recipient_certificate(Path(cert))
         return PkiDir.load(self.pki_dir).register.encryption_certificate
 
     # -- consumer side ------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Self
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from contracts.errors import SettingsError
 from contracts.resources import AsyncResource
 
 __all__ = ["ObservabilityServer", "ReadinessCheck"]
@@ -61,7 +62,15 @@ class ObservabilityServer(AsyncResource):
         self.port: int | None = None
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, self._host, self._requested_port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self._host, self._requested_port)
+        except OSError as error:
+            raise SettingsError(
+                f"cannot serve metrics on {self._host}:{self._requested_port}: "
+                f"{error.strerror or error}",
+                "set KPR_METRICS_PORT / --metrics-port to a free port (0: any) and "
+                "KPR_METRICS_HOST to an address of this host",
+            ) from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("observability endpoint listening", extra={"port": self.port})
         return self

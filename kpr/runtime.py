@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 from prometheus_client import CollectorRegistry
 
 from consumers.consumer import Consumer
@@ -23,7 +22,13 @@ from consumers.processing import Processor
 from consumers.pseudonym import MIN_KEY_BYTES, Pseudonymiser, load_or_create_key
 from consumers.receipts import ReceiptSigner
 from consumers.store import SqlStore, StoreSummary, open_store
-from contracts.errors import ContractViolation, InputRefused, KeyMaterialError, PublishFailed
+from contracts.errors import (
+    ContractViolation,
+    InputRefused,
+    KeyMaterialError,
+    MalformedMessage,
+    PublishFailed,
+)
 from contracts.events import Event, parse_event
 from kpr.config import Settings
 from kpr.lifecycle import interrupted_while_opening
@@ -65,12 +70,17 @@ def read_events(path: Path, settings: Settings) -> Iterator[Event]:
             if not line.strip():
                 continue
             try:
-                yield parse_event(orjson.loads(line), environment=settings.environment)
-            except orjson.JSONDecodeError:
+                yield parse_event(line, environment=settings.environment)
+            except MalformedMessage as malformed:
                 raise InputRefused(
-                    f"{path}:{number}: not a JSON object", "one event per line, as JSON"
+                    f"{path}:{number}: {malformed.description}", "one event per line, as JSON"
                 ) from None
             except ContractViolation as violation:
+                if violation.rule in ("not-json", "not-an-object"):
+                    raise InputRefused(
+                        f"{path}:{number}: {violation.description}",
+                        "one event per line, as a JSON object",
+                    ) from None
                 hint = (
                     " (synthetic test data: set KPR_ENVIRONMENT=test to send it to a test register)"
                     if violation.rule == "synthetic-id-in-production"

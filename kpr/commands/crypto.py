@@ -23,7 +23,13 @@ from contracts.envelope import DecryptionKey, Profile, SigningIdentity, open_env
 from contracts.errors import InputRefused, KeyMaterialError
 from contracts.events import Environment, encode_event, parse_event
 from contracts.letter import Party, check_binding, decode_letter, encode_letter
-from contracts.pki import load_certificate, load_certificates, load_private_key, org_number_of
+from contracts.pki import (
+    load_certificate,
+    load_certificates,
+    load_private_key,
+    load_recipient_certificate,
+    org_number_of,
+)
 from contracts.trust import FileCrlSource, TrustStore
 from kpr.config import read_authorisation
 from kpr.files import read_input, write_output
@@ -117,20 +123,7 @@ def _signing_identity(args: argparse.Namespace) -> SigningIdentity:
 
 
 def _recipient(path: Path) -> x509.Certificate:
-    """The register's encryption certificate; one that may not encipher keys is refused
-    here, as the national bus's client refuses it (MUG-000014), not after sending."""
-    certificate = load_certificate(path)
-    try:
-        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return certificate
-    if not usage.key_encipherment:
-        raise KeyMaterialError(
-            f"the recipient certificate {path} is not an encryption certificate "
-            "(its key usage has no keyEncipherment)",
-            "give the register's encryption certificate, not its signing certificate",
-        )
-    return certificate
+    return load_recipient_certificate(path)
 
 
 def _message_bytes(path: Path) -> bytes:

@@ -92,6 +92,12 @@ CASES: list[Case] = [
          env={"KPR_AUTHORISATION_FILE": "{text_file}"}),
     case("authorisation-missing", "consume --until-idle 1", 7, "{tmp}/no-grants.json",
          env={"KPR_AUTHORISATION_FILE": "{tmp}/no-grants.json"}),
+    case("store-url-unknown-scheme", "pathways summary --store-url mysql://h/kpr", 7, "mysql://"),
+    case("ca-file-missing", "produce {events}", 7, "KPR_AMQP_CA_FILE", "{tmp}/no-ca.pem",
+         env={"KPR_AMQP_URL": "amqps://guest:guest@127.0.0.1:{amqp_port}/",
+              "KPR_AMQP_CA_FILE": "{tmp}/no-ca.pem"}),
+    case("metrics-port-in-use", "consume --until-idle 1 --metrics-port {amqp_port}", 7,
+         "cannot serve metrics", "{amqp_port}"),
     case("production-without-pseudonym-key", "consume --until-idle 1", 7,
          "KPR_PSEUDONYM_KEY_FILE", env=PRODUCTION),
     # -- usage: exit 2 -------------------------------------------------------------------
@@ -183,6 +189,7 @@ CASES: list[Case] = [
     # -- input refused: exit 3 (and 6 for a contract) --------------------------------------
     case("produce-missing-file", "produce {tmp}/none.jsonl", 3, "{tmp}/none.jsonl"),
     case("produce-not-json", "produce {text_file}", 3, "{text_file}:1", "JSON"),
+    case("produce-line-not-an-object", "produce {array_file}", 3, "{array_file}:1"),
     case("produce-a-folder", "produce {tmp}", 3, "{tmp}"),
     case("produce-synthetic-in-production", "produce {events}", 6, "KPR_ENVIRONMENT=test",
          "synthetic-id-in-production", env=PRODUCTION),
@@ -267,6 +274,7 @@ def world(
     text_file = tmp / "notes.txt"
     text_file.write_text("this is not what you think\n", encoding="utf-8")
     (tmp / "empty").mkdir()
+    (tmp / "array.jsonl").write_bytes(b"[1, 2, 3]\n")
     (tmp / "empty.jsonl").write_bytes(b"")
     short_key = tmp / "short.key"
     short_key.write_text("abcd1234\n", encoding="ascii")
@@ -319,6 +327,7 @@ def world(
         root_der=str(tmp / "root.der"),
         text_file=str(text_file),
         empty_dir=str(tmp / "empty"),
+        array_file=str(tmp / "array.jsonl"),
         empty_file=str(tmp / "empty.jsonl"),
         short_key=str(short_key),
         foreign_sqlite=str(foreign),

@@ -108,7 +108,10 @@ async def test_sigterm_mid_stream_drains_exits_143_and_loses_nothing(
     assert "stopped by SIGTERM after draining" in log_file.read_text()
     assert "Traceback" not in log_file.read_text()
     assert exit_seconds < DRAIN_TIMEOUT_S + 15
-    logs = [orjson.loads(line) for line in log_file.read_text().splitlines()]
+    # The JSON log lines; the command line's own closing line is plain text.
+    logs = [
+        orjson.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")
+    ]
     assert any(entry["message"].startswith("shutdown:") for entry in logs)
 
     with sqlite3.connect(store) as connection:

@@ -1,0 +1,267 @@
+"""RFC 5280 rules for one certificate in its place in a chain, and for the chain's links.
+
+Pure functions over parsed certificates (no I/O), used by :class:`contracts.trust.TrustStore`
+while it builds and judges a chain:
+
+- :func:`check_extensions`: every critical extension is one this code processes; the
+  extensions that RFC 5280 requires to be critical (basicConstraints of a CA,
+  policyConstraints) or non-critical (the key identifiers) are.
+- :func:`ca_problem`: why a certificate may not issue others (not a CA, basicConstraints
+  not critical, no keyCertSign, an empty subject, no subject key identifier), or ``None``.
+- :func:`leaf_problem`: why an end-entity certificate is malformed (keyCertSign without
+  being a CA, name constraints in it, an empty subject), or ``None``.
+- :func:`linked`: whether the child's authority key identifier names the issuer's key.
+- :func:`name_constraints_problem`: the permitted and excluded subtrees of every CA in the
+  chain, applied to the names of every certificate below it (directory names, DNS names
+  including wildcards, e-mail addresses, IP addresses); a constrained name form we do not
+  process, met in a certificate below, refuses the chain.
+
+Each returns or raises a description that names the rule, never a value from the
+certificate (it may end up in a receipt to the sender).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+from contracts.errors import UntrustedSigner
+
+__all__ = [
+    "ca_problem",
+    "check_extensions",
+    "extension_problem",
+    "leaf_problem",
+    "linked",
+    "name_constraints_problem",
+]
+
+#: Extensions whose meaning this code applies (or that cannot change a signature decision:
+#: the names, the policies, which we do not restrict). A critical extension not in this set
+#: must make the certificate unusable (RFC 5280 4.2).
+PROCESSED = frozenset(
+    {
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.NAME_CONSTRAINTS,
+        ExtensionOID.CERTIFICATE_POLICIES,
+        ExtensionOID.POLICY_CONSTRAINTS,
+        ExtensionOID.INHIBIT_ANY_POLICY,
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+    }
+)
+_MUST_NOT_BE_CRITICAL = (
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+)
+
+
+def _extension(
+    certificate: x509.Certificate, oid: x509.ObjectIdentifier
+) -> x509.Extension[x509.ExtensionType] | None:
+    try:
+        return certificate.extensions.get_extension_for_oid(oid)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def extension_problem(certificate: x509.Certificate) -> str | None:
+    """An unknown critical extension, or one whose criticality RFC 5280 fixes and that has
+    the other; ``None`` when there is none."""
+    for extension in certificate.extensions:
+        if extension.critical and extension.oid not in PROCESSED:
+            return "a critical extension we do not know"
+        if extension.critical and extension.oid in _MUST_NOT_BE_CRITICAL:
+            return "a key identifier marked critical"
+    policy = _extension(certificate, ExtensionOID.POLICY_CONSTRAINTS)
+    if policy is not None and not policy.critical:
+        return "a non-critical policyConstraints"
+    return None
+
+
+def check_extensions(certificate: x509.Certificate, *, role: str) -> None:
+    """:func:`extension_problem` as an :class:`UntrustedSigner`."""
+    problem = extension_problem(certificate)
+    if problem is not None:
+        raise UntrustedSigner(f"the {role} certificate has {problem}")
+
+
+def ca_problem(certificate: x509.Certificate) -> str | None:
+    """Why ``certificate`` may not issue certificates, or ``None`` if it may."""
+    problem = extension_problem(certificate)
+    if problem is not None:
+        return problem
+    constraints = _extension(certificate, ExtensionOID.BASIC_CONSTRAINTS)
+    if constraints is None or not isinstance(constraints.value, x509.BasicConstraints):
+        return "no basicConstraints"
+    if not constraints.value.ca:
+        return "not a CA"
+    if not constraints.critical:
+        return "basicConstraints not critical"
+    usage = _extension(certificate, ExtensionOID.KEY_USAGE)
+    if usage is None or not isinstance(usage.value, x509.KeyUsage):
+        return "no key usage"
+    if not usage.value.key_cert_sign:
+        return "key usage without keyCertSign"
+    if len(certificate.subject) == 0:
+        return "an empty subject"
+    if _extension(certificate, ExtensionOID.SUBJECT_KEY_IDENTIFIER) is None:
+        return "no subject key identifier"
+    return None
+
+
+def leaf_problem(certificate: x509.Certificate) -> str | None:
+    """Why an end-entity certificate is malformed, or ``None``."""
+    problem = extension_problem(certificate)
+    if problem is not None:
+        return problem
+    usage = _extension(certificate, ExtensionOID.KEY_USAGE)
+    if usage is not None and isinstance(usage.value, x509.KeyUsage) and usage.value.key_cert_sign:
+        return "keyCertSign in a certificate that is not a CA"
+    if _extension(certificate, ExtensionOID.NAME_CONSTRAINTS) is not None:
+        return "name constraints in an end-entity certificate"
+    if len(certificate.subject) == 0:
+        return "an empty subject"
+    if _extension(certificate, ExtensionOID.AUTHORITY_KEY_IDENTIFIER) is None:
+        return "no authority key identifier"
+    return None
+
+
+def linked(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``child`` names ``issuer``'s key: its authority key identifier's key id is
+    the issuer's subject key identifier (a child without a key id is linked by the
+    signature alone, checked elsewhere; an AKI naming an issuer and serial must name
+    this issuer)."""
+    aki = _extension(child, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+    if aki is None or not isinstance(aki.value, x509.AuthorityKeyIdentifier):
+        return True
+    value = aki.value
+    if value.key_identifier is not None:
+        ski = _extension(issuer, ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+        if ski is None or not isinstance(ski.value, x509.SubjectKeyIdentifier):
+            return False
+        if ski.value.digest != value.key_identifier:
+            return False
+    if value.authority_cert_serial_number is not None:
+        if value.authority_cert_serial_number != issuer.serial_number:
+            return False
+        names = value.authority_cert_issuer or []
+        if not any(isinstance(n, x509.DirectoryName) and n.value == issuer.issuer for n in names):
+            return False
+    return True
+
+
+# -- name constraints -------------------------------------------------------------------
+
+_PROCESSED_FORMS = (x509.DirectoryName, x509.DNSName, x509.RFC822Name, x509.IPAddress)
+
+
+def name_constraints_problem(chain: Sequence[x509.Certificate]) -> str | None:
+    """``chain`` is leaf first, root last. Apply each CA's name constraints to every
+    certificate below it; return what was violated, or ``None``."""
+    for index in range(len(chain) - 1, 0, -1):
+        extension = _extension(chain[index], ExtensionOID.NAME_CONSTRAINTS)
+        if extension is None or not isinstance(extension.value, x509.NameConstraints):
+            continue
+        constraints = extension.value
+        permitted = list(constraints.permitted_subtrees or [])
+        excluded = list(constraints.excluded_subtrees or [])
+        for below in chain[:index]:
+            problem = _names_problem(_names_of(below), permitted, excluded)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _names_of(certificate: x509.Certificate) -> list[x509.GeneralName]:
+    """The subject (as a directory name, when not empty), the e-mail addresses in the
+    subject, and every subject alternative name."""
+    names: list[x509.GeneralName] = []
+    if len(certificate.subject) > 0:
+        names.append(x509.DirectoryName(certificate.subject))
+    for attribute in certificate.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
+        if isinstance(attribute.value, str):
+            names.append(x509.RFC822Name(attribute.value))
+    san = _extension(certificate, ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    if san is not None and isinstance(san.value, x509.SubjectAlternativeName):
+        names.extend(san.value)
+    return names
+
+
+def _names_problem(
+    names: Sequence[x509.GeneralName],
+    permitted: Sequence[x509.GeneralName],
+    excluded: Sequence[x509.GeneralName],
+) -> str | None:
+    for name in names:
+        form = type(name)
+        same_permitted = [p for p in permitted if type(p) is form]
+        same_excluded = [e for e in excluded if type(e) is form]
+        if not same_permitted and not same_excluded:
+            continue
+        if not isinstance(name, _PROCESSED_FORMS):
+            return "a name of a constrained form we do not process"
+        if any(_overlaps(name, subtree) for subtree in same_excluded):
+            return "a name in an excluded subtree of the name constraints"
+        if same_permitted and not any(_within(name, subtree) for subtree in same_permitted):
+            return "a name outside the permitted subtrees of the name constraints"
+    for subtree in permitted:
+        if not isinstance(subtree, _PROCESSED_FORMS):
+            return "name constraints of a form we do not process"
+    return None
+
+
+def _within(name: x509.GeneralName, subtree: x509.GeneralName) -> bool:
+    """Whether every name ``name`` stands for lies within ``subtree``."""
+    if isinstance(name, x509.DirectoryName) and isinstance(subtree, x509.DirectoryName):
+        return list(name.value.rdns[: len(subtree.value.rdns)]) == list(subtree.value.rdns)
+    if isinstance(name, x509.DNSName) and isinstance(subtree, x509.DNSName):
+        base = name.value.lower().removeprefix("*.")
+        return _dns_within(base, subtree.value.lower())
+    if isinstance(name, x509.RFC822Name) and isinstance(subtree, x509.RFC822Name):
+        return _email_within(name.value, subtree.value)
+    if isinstance(name, x509.IPAddress) and isinstance(subtree, x509.IPAddress):
+        address, network = name.value, subtree.value
+        if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address) and isinstance(
+            network, ipaddress.IPv4Network | ipaddress.IPv6Network
+        ):
+            return address.version == network.version and address in network
+    return False
+
+
+def _overlaps(name: x509.GeneralName, subtree: x509.GeneralName) -> bool:
+    """Whether some name that ``name`` stands for lies within ``subtree`` (a wildcard
+    stands for every label under its base: ``*.example.com`` meets an excluded
+    ``host.example.com``, the pattern behind CVE-2025-61727)."""
+    if _within(name, subtree):
+        return True
+    if isinstance(name, x509.DNSName) and isinstance(subtree, x509.DNSName):
+        value = name.value.lower()
+        if value.startswith("*."):
+            return _dns_within(subtree.value.lower().lstrip("."), value[2:])
+    return False
+
+
+def _dns_within(host: str, constraint: str) -> bool:
+    if not constraint:
+        return True
+    if constraint.startswith("."):
+        return host.endswith(constraint)
+    return host == constraint or host.endswith("." + constraint)
+
+
+def _email_within(address: str, constraint: str) -> bool:
+    address = address.lower()
+    constraint = constraint.lower()
+    if "@" in constraint:
+        return address == constraint
+    host = address.rpartition("@")[2]
+    if constraint.startswith("."):
+        return host.endswith(constraint)
+    return host == constraint

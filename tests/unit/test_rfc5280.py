@@ -1,0 +1,321 @@
+"""RFC 5280 path rules of the trust store, one rule broken at a time in an otherwise good
+chain (root -> issuing CA -> signer), so each refusal is the rule's and nothing else's."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from contracts.errors import CrlUnavailable, UnsupportedAlgorithm, UntrustedSigner
+from contracts.trust import FileCrlSource, TrustStore
+
+NOW = datetime.now(UTC)
+UNKNOWN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.99999.1")
+
+
+def _key(name: str, bits: int = 2048) -> rsa.RSAPrivateKey:
+    """One key per name and size for the whole module (``name`` only tells them apart)."""
+    return _generated(name, bits)
+
+
+@cache
+def _generated(name: str, bits: int) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def _usage(**bits: bool) -> x509.KeyUsage:
+    names = (
+        "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+        "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+    )  # fmt: skip
+    return x509.KeyUsage(**{name: bits.get(name, False) for name in names})
+
+
+def _name(*attributes: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
+    return x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes])
+
+
+ROOT_NAME = _name((NameOID.ORGANIZATION_NAME, "Test Trust"), (NameOID.COMMON_NAME, "Root"))
+CA_NAME = _name((NameOID.ORGANIZATION_NAME, "Test Trust"), (NameOID.COMMON_NAME, "Issuing"))
+LEAF_NAME = _name(
+    (NameOID.ORGANIZATION_NAME, "Test Trust"),
+    (NameOID.COMMON_NAME, "Signer"),
+    (NameOID.SERIAL_NUMBER, "310000000"),
+)
+
+
+@dataclass
+class Spec:
+    """One certificate: what it is and which extensions it gets (``None``: left out)."""
+
+    subject: x509.Name
+    ca: bool
+    bc_critical: bool = True
+    usage: x509.KeyUsage | None = None
+    ski: bool = True
+    aki: bool = True
+    aki_critical: bool = False
+    aki_key: str | None = None  # whose key the AKI names (default: the issuer's)
+    extra: list[tuple[x509.ExtensionType, bool]] = field(default_factory=list)
+    key_bits: int = 2048
+
+
+def _public_key(name: str, bits: int) -> rsa.RSAPublicKey:
+    if bits % 8 == 0:
+        return _key(name, bits).public_key()
+    # OpenSSL rounds a generated key to whole bytes; a public key needs no private half.
+    modulus = (1 << (bits - 1)) | secrets.randbits(bits - 1) | 1
+    return rsa.RSAPublicNumbers(65537, modulus).public_key()
+
+
+def _build(spec: Spec, key_name: str, issuer: x509.Name, issuer_key: str) -> x509.Certificate:
+    public = _public_key(key_name, spec.key_bits)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(spec.subject)
+        .issuer_name(issuer)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=spec.ca, path_length=None), spec.bc_critical)
+    )
+    if spec.usage is not None:
+        builder = builder.add_extension(spec.usage, critical=True)
+    if spec.ski:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(public), critical=False
+        )
+    if spec.aki:
+        named = _key(spec.aki_key or issuer_key).public_key()
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(named), spec.aki_critical
+        )
+    for extension, critical in spec.extra:
+        builder = builder.add_extension(extension, critical)
+    return builder.sign(_key(issuer_key), hashes.SHA256())
+
+
+CA_USAGE = _usage(key_cert_sign=True, crl_sign=True)
+SIGNER_USAGE = _usage(digital_signature=True, content_commitment=True)
+
+
+def specs() -> dict[str, Spec]:
+    return {
+        "root": Spec(ROOT_NAME, ca=True, usage=CA_USAGE, aki=False),
+        "ca": Spec(CA_NAME, ca=True, usage=CA_USAGE),
+        "leaf": Spec(LEAF_NAME, ca=False, usage=SIGNER_USAGE),
+    }
+
+
+def chain(edit: Callable[[dict[str, Spec]], Any] | None = None) -> tuple[x509.Certificate, ...]:
+    parts = specs()
+    if edit is not None:
+        edit(parts)
+    root = _build(parts["root"], "root", parts["root"].subject, "root")
+    ca = _build(parts["ca"], "ca", root.subject, "root")
+    leaf = _build(parts["leaf"], f"leaf-{parts['leaf'].key_bits}", ca.subject, "ca")
+    return root, ca, leaf
+
+
+def verify(certificates: tuple[x509.Certificate, ...], **store: Any) -> None:
+    root, ca, leaf = certificates
+    TrustStore([root], intermediates=[ca], **store).verify(leaf, at=NOW)
+
+
+def test_the_good_chain_is_accepted() -> None:
+    verify(chain())
+
+
+def _set(part: str, **changes: Any) -> Callable[[dict[str, Spec]], None]:
+    def edit(parts: dict[str, Spec]) -> None:
+        for name, value in changes.items():
+            setattr(parts[part], name, value)
+
+    return edit
+
+
+def _add(part: str, extension: x509.ExtensionType, critical: bool) -> Callable[..., None]:
+    def edit(parts: dict[str, Spec]) -> None:
+        parts[part].extra.append((extension, critical))
+
+    return edit
+
+
+def _unknown() -> x509.ExtensionType:
+    return x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00")
+
+
+NC = x509.NameConstraints
+
+BROKEN: dict[str, tuple[Callable[[dict[str, Spec]], None], str]] = {
+    # the signer
+    "leaf with keyCertSign": (
+        _set("leaf", usage=_usage(content_commitment=True, key_cert_sign=True)), "keyCertSign"),
+    "leaf with name constraints": (
+        _add("leaf", NC([x509.DNSName("example.com")], None), True), "end-entity"),
+    "leaf with an empty subject": (_set("leaf", subject=x509.Name([])), "empty subject"),
+    "leaf without an authority key identifier": (_set("leaf", aki=False), "authority key"),
+    "leaf with an unknown critical extension": (_add("leaf", _unknown(), True), "critical"),
+    "leaf with a critical authority key identifier": (
+        _set("leaf", aki_critical=True), "key identifier"),
+    # the issuing CA
+    "CA basicConstraints not critical": (_set("ca", bc_critical=False), "no chain"),
+    "CA without keyCertSign": (_set("ca", usage=_usage(crl_sign=True)), "no chain"),
+    "CA without key usage": (_set("ca", usage=None), "no chain"),
+    "CA with an empty subject": (_set("ca", subject=x509.Name([])), "no chain"),
+    "CA without a subject key identifier": (_set("ca", ski=False), "no chain"),
+    "CA with an unknown critical extension": (_add("ca", _unknown(), True), "no chain"),
+    "CA with a non-critical policyConstraints": (
+        _add("ca", x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None),
+             False), "no chain"),
+    "leaf AKI naming another key": (_set("leaf", aki_key="stranger"), "no chain"),
+    # the root
+    "root basicConstraints not critical": (_set("root", bc_critical=False), "no chain"),
+    "root with an unknown critical extension": (_add("root", _unknown(), True), "no chain"),
+    # name constraints of the CA, broken by the signer
+    "DN outside the permitted subtree": (
+        _add("ca", NC([x509.DirectoryName(_name((NameOID.ORGANIZATION_NAME, "Other")))], None),
+             True), "permitted"),
+    "DN in an excluded subtree": (
+        _add("ca", NC(None, [x509.DirectoryName(_name((NameOID.ORGANIZATION_NAME,
+                                                        "Test Trust")))]), True), "excluded"),
+    "wildcard SAN over an excluded host": (
+        lambda parts: (
+            _add("ca", NC(None, [x509.DNSName("host.example.com")]), True)(parts),
+            _add("leaf", x509.SubjectAlternativeName([x509.DNSName("*.example.com")]),
+                 False)(parts),
+        ), "excluded"),
+    "DNS SAN outside the permitted domain": (
+        lambda parts: (
+            _add("ca", NC([x509.DNSName("ok.example")], None), True)(parts),
+            _add("leaf", x509.SubjectAlternativeName([x509.DNSName("evil.example")]),
+                 False)(parts),
+        ), "permitted"),
+    "e-mail in an excluded domain": (
+        lambda parts: (
+            _add("ca", NC(None, [x509.RFC822Name(".bad.example")]), True)(parts),
+            _add("leaf", x509.SubjectAlternativeName([x509.RFC822Name("a@x.bad.example")]),
+                 False)(parts),
+        ), "excluded"),
+    "IP address in an excluded network": (
+        lambda parts: (
+            _add("ca", NC(None, [x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))]),
+                 True)(parts),
+            _add("leaf", x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("10.1.2.3"))]), False)(parts),
+        ), "excluded"),
+    "a constrained URI the code does not process": (
+        lambda parts: (
+            _add("ca", NC(None, [x509.UniformResourceIdentifier("http://x.example")]),
+                 True)(parts),
+            _add("leaf", x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("http://x.example/a")]), False)(parts),
+        ), "do not process"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("broken", BROKEN, ids=list(BROKEN))
+def test_each_broken_rule_refuses_the_signer(broken: str) -> None:
+    edit, words = BROKEN[broken]
+    with pytest.raises(UntrustedSigner, match=words):
+        verify(chain(edit))
+
+
+ALLOWED: dict[str, Callable[[dict[str, Spec]], None]] = {
+    "DN inside the permitted subtree": _add(
+        "ca",
+        NC([x509.DirectoryName(_name((NameOID.ORGANIZATION_NAME, "Test Trust")))], None),
+        True,
+    ),
+    "wildcard SAN inside the permitted domain": lambda parts: (
+        _add("ca", NC([x509.DNSName("example.com")], None), True)(parts),
+        _add("leaf", x509.SubjectAlternativeName([x509.DNSName("*.a.example.com")]), False)(parts),
+    ),
+    "IP address outside the excluded network": lambda parts: (
+        _add("ca", NC(None, [x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))]), True)(parts),
+        _add(
+            "leaf",
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("192.0.2.1"))]),
+            False,
+        )(parts),
+    ),
+    "a critical certificatePolicies": _add(
+        "leaf", x509.CertificatePolicies([x509.PolicyInformation(UNKNOWN_OID, None)]), True
+    ),
+}
+
+
+@pytest.mark.parametrize("allowed", ALLOWED, ids=list(ALLOWED))
+def test_what_the_rules_allow_is_still_accepted(allowed: str) -> None:
+    verify(chain(ALLOWED[allowed]))
+
+
+def test_an_rsa_modulus_that_is_not_whole_bytes_is_refused() -> None:
+    with pytest.raises(UnsupportedAlgorithm, match="whole number of bytes"):
+        verify(chain(_set("leaf", key_bits=2049)))
+
+
+def test_the_chain_depth_limit_can_be_set() -> None:
+    certificates = chain()
+    verify(certificates, max_depth=2)
+    with pytest.raises(UntrustedSigner, match="no chain"):
+        verify(certificates, max_depth=1)
+    with pytest.raises(ValueError, match="max_depth"):
+        verify(certificates, max_depth=0)
+
+
+def _crl(
+    tmp_path: Path, *, number: bool = True, extra: x509.ExtensionType | None = None
+) -> FileCrlSource:
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(CA_NAME)
+        .last_update(NOW - timedelta(minutes=5))
+        .next_update(NOW + timedelta(days=1))
+    )
+    if number:
+        builder = builder.add_extension(x509.CRLNumber(7), critical=False)
+    if extra is not None:
+        builder = builder.add_extension(extra, critical=True)
+    path = tmp_path / "issuing.crl"
+    path.write_bytes(
+        builder.sign(_key("ca"), hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    )
+    return FileCrlSource([path])
+
+
+def test_a_good_crl_is_used(tmp_path: Path) -> None:
+    verify(chain(), crls=_crl(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("crl_kind", "words"),
+    [("without a CRL number", "no CRL number"), ("delta CRL (critical)", "critical extension"),
+     ("issuer without cRLSign", "cRLSign")],
+)  # fmt: skip
+def test_a_crl_that_cannot_be_trusted_is_unavailable(
+    crl_kind: str, words: str, tmp_path: Path
+) -> None:
+    certificates = chain(
+        _set("ca", usage=_usage(key_cert_sign=True)) if "cRLSign" in crl_kind else None
+    )
+    source = _crl(
+        tmp_path,
+        number="number" not in crl_kind,
+        extra=x509.DeltaCRLIndicator(6) if "delta" in crl_kind else None,
+    )
+    with pytest.raises(CrlUnavailable, match=words):
+        verify(certificates, crls=source)
