@@ -3,7 +3,7 @@
 Pure functions over parsed certificates (no I/O), used by :class:`contracts.trust.TrustStore`
 while it builds and judges a chain:
 
-- :func:`check_extensions`: every critical extension is one this code processes; the
+- :func:`extension_problem`: every critical extension is one this code processes; the
   extensions that RFC 5280 requires to be critical (basicConstraints of a CA,
   policyConstraints) or non-critical (the key identifiers) are.
 - :func:`ca_problem`: why a certificate may not issue others (not a CA, basicConstraints
@@ -28,11 +28,8 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from contracts.errors import UntrustedSigner
-
 __all__ = [
     "ca_problem",
-    "check_extensions",
     "extension_problem",
     "leaf_problem",
     "linked",
@@ -83,13 +80,6 @@ def extension_problem(certificate: x509.Certificate) -> str | None:
     if policy is not None and not policy.critical:
         return "a non-critical policyConstraints"
     return None
-
-
-def check_extensions(certificate: x509.Certificate, *, role: str) -> None:
-    """:func:`extension_problem` as an :class:`UntrustedSigner`."""
-    problem = extension_problem(certificate)
-    if problem is not None:
-        raise UntrustedSigner(f"the {role} certificate has {problem}")
 
 
 def ca_problem(certificate: x509.Certificate) -> str | None:

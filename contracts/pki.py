@@ -361,11 +361,8 @@ def _not_pem(data: bytes, path: Path, what: str) -> KeyMaterialError:
 
 
 def load_certificate(path: Path) -> x509.Certificate:
-    data = _key_file(path, "certificate")
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError:
-        raise _not_pem(data, path, "certificate") from None
+    """The first certificate of a PEM file."""
+    return load_certificates(path)[0]
 
 
 def load_recipient_certificate(path: Path) -> x509.Certificate:
@@ -387,8 +384,8 @@ def load_recipient_certificate(path: Path) -> x509.Certificate:
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
-    """Every certificate in a PEM bundle."""
-    data = _key_file(path, "certificate bundle")
+    """Every certificate in a PEM bundle (at least one)."""
+    data = _key_file(path, "certificate")
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError:

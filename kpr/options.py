@@ -30,19 +30,21 @@ def _number(kind: Callable[[str], float], text: str, what: str) -> float:
     return value
 
 
+def _whole(text: str, what: str, minimum: int, maximum: int | None = None) -> int:
+    value = int(_number(int, text, what))
+    if value < minimum or (maximum is not None and value > maximum):
+        allowed = f"in {minimum}-{maximum}" if maximum is not None else f"of at least {minimum}"
+        raise argparse.ArgumentTypeError(f"{value} is not {what} {allowed}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A count where zero would mean nothing (events, messages, a window)."""
-    value = int(_number(int, text, "a whole number"))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+    return _whole(text, "a whole number", 1)
 
 
 def non_negative_int(text: str) -> int:
-    value = int(_number(int, text, "a whole number"))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+    return _whole(text, "a whole number", 0)
 
 
 def positive_float(text: str) -> float:
@@ -62,15 +64,9 @@ def non_negative_float(text: str) -> float:
 
 def port(text: str) -> int:
     """A TCP port to listen on: 0 (any free port) to 65535."""
-    value = int(_number(int, text, "a port number"))
-    if not 0 <= value <= MAX_PORT:
-        raise argparse.ArgumentTypeError(f"port {value} is outside 0-{MAX_PORT}")
-    return value
+    return _whole(text, "a port number", 0, MAX_PORT)
 
 
 def her_id(text: str) -> int:
     """A HER-id: a positive whole number (the national address register's id)."""
-    value = int(_number(int, text, "a HER-id (a whole number)"))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"HER-id {value} must be positive")
-    return value
+    return _whole(text, "a HER-id (a whole number)", 1)

@@ -122,10 +122,6 @@ def _signing_identity(args: argparse.Namespace) -> SigningIdentity:
     return SigningIdentity(certificate, key, chain)
 
 
-def _recipient(path: Path) -> x509.Certificate:
-    return load_recipient_certificate(path)
-
-
 def _message_bytes(path: Path) -> bytes:
     data = read_input(path, "message")
     if data.lstrip().startswith(b"-----BEGIN"):
@@ -139,7 +135,7 @@ def _message_bytes(path: Path) -> bytes:
 def _seal(args: argparse.Namespace) -> int:
     event_data = read_input(args.event, "event")
     signer = _signing_identity(args)
-    recipient = _recipient(args.recipient_cert)
+    recipient = load_recipient_certificate(args.recipient_cert)
     signer_org = org_number_of(signer.certificate)
     if signer_org is None:
         raise KeyMaterialError(
