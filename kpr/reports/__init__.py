@@ -3,7 +3,8 @@
 :func:`build_report` reads the store (read-only) and returns the published, suppressed
 sections; :func:`write_report` writes them as ``index.html``, ``figures.json`` and CSVs.
 Definitions of every figure are in :mod:`kpr.reports.quality` and
-:mod:`kpr.reports.guideline`; suppression rules in :mod:`kpr.reports.suppression`.
+:mod:`kpr.reports.guideline`; suppression rules in :mod:`kpr.reports.suppression`; the
+counting rule every figure follows in :mod:`kpr.reports.queries` and docs/REPORTS.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kpr.reports.guideline import GuidelineSettings, guideline_tables
+from kpr.reports.municipalities import municipality_today
 from kpr.reports.quality import QualitySettings, quality_tables
 from kpr.reports.queries import ReportData, load_report_data
 from kpr.reports.render import ChartSpec, Section, write_report_files
@@ -26,6 +28,7 @@ __all__ = [
     "ReportOptions",
     "build_report",
     "build_report_from_data",
+    "municipality_today",
     "write_report",
 ]
 

@@ -2,9 +2,12 @@
 
 Days and clock times are Norwegian local time (Europe/Oslo). Definitions:
 
-* **Received per municipality and day** (receipt day): committed = stored event
-  revisions by ``committed_at``; rejected = dead-lettered messages by ``rejected_at``,
-  per reason. A rejection without a municipality (the event could not be read, e.g. a
+* **Received per municipality and day** (receipt day), under the counting rule of
+  docs/REPORTS.md: committed = events (records) whose final state is committed, once
+  each, by the ``committed_at`` of their latest revision and the municipality of their
+  effective content (a cancelled event leaves the counts); rejected = messages still
+  rejected (dead-lettered and no message with the same id committed since), by
+  ``rejected_at``, per reason. A rejection without a municipality (the event could not be read, e.g. a
   contract violation, which the consumer records before it knows the unit) is
   attributed to the sender's municipality when the sender's committed events all
   belong to one municipality, else to ``ukjent``.

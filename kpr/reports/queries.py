@@ -9,6 +9,16 @@ Python over the rows (a report reads the store once; for a national store, add a
 Records are reduced to their **effective** content exactly as the projections are
 (:func:`consumers.pathways.effective_content`): corrections applied, cancelled records
 and corrections whose original has not arrived left out.
+
+The counting rule (docs/REPORTS.md) is applied here, once, for every report: an event
+(a record: its original and corrections) counts once, in its latest revision, if its
+final state is committed; a cancelled record leaves the counts; a rejection counts only
+while its message is still rejected, i.e. no message with its id has been committed
+since (a dead letter replayed keeps its message id, so a replayed-then-committed message
+is committed only, under its own municipality, and its rejection, recorded perhaps
+before the message could be read and so without a municipality, is dropped). The
+still-rejected filter runs in SQL (``NOT EXISTS`` against ``received_messages``).
+Municipality numbers pass through :func:`kpr.reports.municipalities.municipality_today`.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import orjson
 from consumers.pathways import StoredEventRow, effective_content
 from contracts.connection import masked_url
 from contracts.errors import StoreError
+from kpr.reports.municipalities import municipality_today
 
 __all__ = [
     "EffectiveRecord",
@@ -47,10 +58,13 @@ _EVENTS_OF_MUNICIPALITY = (
     " unit_org, sender_her_id, committed_at, payload FROM events"
     " WHERE record_key IN (SELECT record_key FROM events WHERE municipality = ?)"
 )
+# Still rejected: no message with this id has been committed since (a replay keeps the id).
 _REJECTIONS = (
-    "SELECT reason, sender_her_id, event_type, unit_org, municipality, rejected_at FROM rejections"
+    "SELECT reason, sender_her_id, event_type, unit_org, municipality, rejected_at"
+    " FROM rejections WHERE NOT EXISTS"
+    " (SELECT 1 FROM received_messages m WHERE m.message_id = rejections.message_id)"
 )
-_REJECTIONS_OF_MUNICIPALITY = _REJECTIONS + " WHERE municipality = ?"
+_REJECTIONS_OF_MUNICIPALITY = _REJECTIONS + " AND municipality = ?"
 _STAYS = (
     "SELECT unit_org, stay_id, person_key, municipality, admitted_at, discharged_at,"
     " length_of_stay_hours, complete, detail FROM stays"
@@ -74,7 +88,8 @@ def parse_time(value: Any) -> datetime | None:
 
 @dataclass(frozen=True)
 class StoredMessage:
-    """One committed event revision (one accepted message), as the daily counts see it."""
+    """One event in its final committed state, as the daily counts see it: the
+    municipality of its effective content, the commit time of its latest revision."""
 
     municipality: str
     unit_org: str
@@ -95,6 +110,8 @@ class EffectiveRecord:
     clinical_time: datetime
     registered_at: datetime
     content: Mapping[str, Any]
+    #: When the record's latest revision was committed.
+    committed_at: datetime
 
     @property
     def birth_date(self) -> date:
@@ -198,7 +215,7 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
             cursor.execute(_EVENTS_OF_MUNICIPALITY.replace("?", placeholder), params)
         by_record: dict[str, list[StoredEventRow]] = defaultdict(list)
         facts: dict[str, tuple[str, int]] = {}
-        messages: list[StoredMessage] = []
+        latest: dict[str, tuple[int, str, datetime]] = {}
         for row in cursor.fetchall():
             (
                 event_id,
@@ -212,7 +229,9 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
                 committed_at,
                 payload,
             ) = row
-            messages.append(StoredMessage(muni, unit, int(sender), _required_time(committed_at)))
+            revision_key = (int(revision), str(event_id), _required_time(committed_at))
+            if record_key not in latest or revision_key[:2] > latest[record_key][:2]:
+                latest[record_key] = revision_key
             by_record[record_key].append(
                 StoredEventRow(
                     event_id,
@@ -225,13 +244,15 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
             )
             if correction == "original":
                 facts[record_key] = (unit, int(sender))
-        if municipality is not None:
-            messages = [m for m in messages if m.municipality == municipality]
         records = [
             record
             for key, rows in by_record.items()
-            if (record := _effective(key, rows, facts)) is not None
-            and (municipality is None or record.municipality == municipality)
+            if (record := _effective(key, rows, facts, latest[key][2])) is not None
+            and (municipality is None or record.municipality == municipality_today(municipality))
+        ]
+        messages = [
+            StoredMessage(r.municipality, r.unit_org, r.sender_her_id, r.committed_at)
+            for r in records
         ]
 
         cursor.execute(
@@ -239,15 +260,15 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
             params,
         )
         rejections = [
-            RejectionRow(reason, sender, event_type, unit, muni, _required_time(at))
+            RejectionRow(reason, sender, event_type, unit, _today(muni), _required_time(at))
             for reason, sender, event_type, unit, muni, at in cursor.fetchall()
         ]
         if municipality is not None:
             # Rejections without a municipality (the event could not be read) are kept:
             # quality.py attributes them through the sender's committed municipalities.
-            cursor.execute(_REJECTIONS + " WHERE municipality IS NULL")
+            cursor.execute(_REJECTIONS + " AND municipality IS NULL")
             rejections += [
-                RejectionRow(reason, sender, event_type, unit, muni, _required_time(at))
+                RejectionRow(reason, sender, event_type, unit, None, _required_time(at))
                 for reason, sender, event_type, unit, muni, at in cursor.fetchall()
             ]
 
@@ -259,7 +280,7 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
                 unit,
                 stay,
                 person,
-                muni,
+                _today(muni),
                 parse_time(admitted),
                 parse_time(discharged),
                 None if hours is None else float(hours),
@@ -289,8 +310,15 @@ def _required_time(value: Any) -> datetime:
     return parsed
 
 
+def _today(number: str | None) -> str | None:
+    return None if number is None else municipality_today(number)
+
+
 def _effective(
-    record_key: str, rows: list[StoredEventRow], facts: Mapping[str, tuple[str, int]]
+    record_key: str,
+    rows: list[StoredEventRow],
+    facts: Mapping[str, tuple[str, int]],
+    committed_at: datetime,
 ) -> EffectiveRecord | None:
     content = effective_content(rows)
     if content is None:
@@ -303,10 +331,11 @@ def _effective(
         record_key=record_key,
         event_type=event_type,
         person_key=str(content["person"]["person_key"]),
-        municipality=str(municipality),
+        municipality=municipality_today(str(municipality)),
         unit_org=str(content["unit"]["org_number"] or unit_org),
         sender_her_id=int(content.get("sender_her_id") or sender),
         clinical_time=_required_time(content[_CLINICAL_TIME_FIELD[event_type]]),
         registered_at=_required_time(content["registered_at"]),
         content=content,
+        committed_at=committed_at,
     )
