@@ -481,7 +481,10 @@ class SqlStore(PathwayQueries, AsyncResource):
                     "INSERT INTO rejections (message_id, reason, sender_her_id, event_type,"
                     " unit_org, municipality, rejected_at, rule, field)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (message_id) DO NOTHING"
+                    " ON CONFLICT (message_id) DO UPDATE SET reason = excluded.reason,"
+                    " sender_her_id = excluded.sender_her_id, event_type = excluded.event_type,"
+                    " unit_org = excluded.unit_org, municipality = excluded.municipality,"
+                    " rejected_at = excluded.rejected_at, rule = excluded.rule, field = excluded.field"
                 ),
                 (
                     rejection.message_id,

@@ -72,8 +72,9 @@ def test_nearest_rank_percentile() -> None:
 
 
 async def test_effective_records_apply_corrections_and_drop_cancelled(tmp_path: Path) -> None:
-    """A cancelled consultation is not among the records; a replaced one carries the
-    replacement's content; the municipality filter keeps only that municipality."""
+    """A cancelled consultation is not among the records nor the counted messages; a
+    replaced one carries the replacement's content and counts once; the municipality
+    filter keeps only that municipality."""
     events = generate_events(40, seed=3, kinds={"hst"})
     first, second = (e for e in events[:2])
     assert isinstance(first, HstConsultation)
@@ -106,7 +107,9 @@ async def test_effective_records_apply_corrections_and_drop_cancelled(tmp_path: 
         not second.interpreter_needed
     )
     assert len(data.records) == len({str(e.event_id) for e in events}) - 1
-    assert len(data.messages) == len(events) + 2
+    # The counting rule: one message per event in its final state; the cancelled one
+    # leaves the counts and the replacement stands in for its original.
+    assert len(data.messages) == len(data.records) == len(events) - 1
     assert keys[str(second.event_id)].person_key == PSEUDONYMISER.pseudonym(
         second.person.national_id
     )
