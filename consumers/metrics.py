@@ -20,18 +20,23 @@ from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consumers.processing import Disposition, Outcome
-from consumers.store import StoreSummary
+from consumers.store import SenderActivity, StoreSummary
 from contracts.errors import Reason
 from contracts.metrics import CertificateExpiry, CertificateRole
 
 __all__ = [
     "CRYPTO_FAILURE_CLASS",
+    "UNVERIFIED_SENDER",
     "CertificateRole",
     "ConsumerMetrics",
     "ConsumerOutcome",
     "CryptoFailureClass",
     "QueueRole",
 ]
+
+#: The sender label of a dead letter whose sender no trusted signature established: the
+#: unsigned header is not a label value (anyone could mint new series with it).
+UNVERIFIED_SENDER: Final = "unverified"
 
 
 @unique
@@ -122,6 +127,20 @@ END_TO_END_BUCKETS_S: Final = (
     604800.0,
 )
 
+# From the clinical event to our commit: hours when live, years in a back-fill.
+CLINICAL_DELAY_BUCKETS_S: Final = (
+    3600.0,
+    6 * 3600.0,
+    86400.0,
+    2 * 86400.0,
+    7 * 86400.0,
+    30 * 86400.0,
+    90 * 86400.0,
+    365 * 86400.0,
+    3 * 365 * 86400.0,
+    10 * 365 * 86400.0,
+)
+
 
 class ConsumerMetrics:
     """The consumer's metrics, registered on ``registry`` (use a fresh one per test).
@@ -134,6 +153,7 @@ class ConsumerMetrics:
         self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time
     ) -> None:
         self._clock = clock
+        self._last_commit_seen: dict[tuple[str, str], float] = {}
         self.registry = registry
         self.messages = Counter(
             "kpr_consumer_messages",
@@ -177,6 +197,33 @@ class ConsumerMetrics:
             ["sender_her_id"],
             registry=registry,
         )
+        self.sender_dead_letters = Counter(
+            "kpr_sender_dead_letters",
+            "Deliveries dead-lettered, by signed sender HER-id (or 'unverified') and reason.",
+            ["sender_her_id", "reason"],
+            registry=registry,
+        )
+        self.clinical_delay_seconds = Histogram(
+            "kpr_clinical_to_commit_seconds",
+            "The clinical event (consultation, admission, discharge) to its commit, by sender.",
+            ["sender_her_id"],
+            buckets=CLINICAL_DELAY_BUCKETS_S,
+            registry=registry,
+        )
+        self.sender_events = Gauge(
+            "kpr_sender_events_stored",
+            "Event revisions in the pathway store, by sender HER-id and municipality "
+            "(sampled from the store, so every replica reports the same).",
+            ["sender_her_id", "municipality"],
+            registry=registry,
+        )
+        self.sender_last_commit = Gauge(
+            "kpr_sender_last_commit_timestamp_seconds",
+            "Unix time of the last commit from this sender for this municipality "
+            "(sampled from the store, raised on every commit).",
+            ["sender_her_id", "municipality"],
+            registry=registry,
+        )
         self.pathway_stays = Gauge(
             "kpr_pathway_stays",
             "Stays in the pathway store, by state.",
@@ -213,6 +260,12 @@ class ConsumerMetrics:
         if outcome.disposition is Disposition.DEAD_LETTER:
             reason = outcome.reason or Reason.MALFORMED
             self.dead_letters.labels(reason=reason.value).inc()
+            sender = (
+                str(outcome.sender_her_id)
+                if outcome.sender_verified and outcome.sender_her_id is not None
+                else UNVERIFIED_SENDER
+            )
+            self.sender_dead_letters.labels(sender_her_id=sender, reason=reason.value).inc()
             failure_class = CRYPTO_FAILURE_CLASS.get(reason)
             if failure_class is not None:
                 self.crypto_failures.labels(failure_class.value).inc()
@@ -222,7 +275,14 @@ class ConsumerMetrics:
                 # A clock skewed ahead in the EPJ must not make a negative observation.
                 self.end_to_end_seconds.observe(max(now - outcome.registered_at_epoch_s, 0.0))
             if outcome.sender_her_id is not None:
-                self.last_commit.labels(sender_her_id=str(outcome.sender_her_id)).set(now)
+                sender = str(outcome.sender_her_id)
+                self.last_commit.labels(sender_her_id=sender).set(now)
+                if outcome.clinical_epoch_s is not None:
+                    self.clinical_delay_seconds.labels(sender_her_id=sender).observe(
+                        max(now - outcome.clinical_epoch_s, 0.0)
+                    )
+                if outcome.municipality is not None:
+                    self._set_last_commit((sender, outcome.municipality), now)
 
     def observe_requeued(self) -> None:
         """Count a delivery handed back to the broker because processing failed (our bug)."""
@@ -241,6 +301,20 @@ class ConsumerMetrics:
         self.pathway_consultations.set(summary.consultations)
         if overdue is not None:
             self.pathway_incomplete_overdue.set(overdue)
+
+    def set_sender_activity(self, activity: list[SenderActivity]) -> None:
+        """Publish the store's per-sender figures; a last commit only moves forward (a
+        commit this replica made since the sample was read must not be set back)."""
+        for row in activity:
+            labels = {"sender_her_id": str(row.sender_her_id), "municipality": row.municipality}
+            self.sender_events.labels(**labels).set(row.events)
+            key = (labels["sender_her_id"], row.municipality)
+            self._set_last_commit(key, row.last_committed_at.timestamp())
+
+    def _set_last_commit(self, key: tuple[str, str], when: float) -> None:
+        latest = max(self._last_commit_seen.get(key, 0.0), when)
+        self._last_commit_seen[key] = latest
+        self.sender_last_commit.labels(sender_her_id=key[0], municipality=key[1]).set(latest)
 
     def set_certificate_expiry(self, role: CertificateRole, certificate: x509.Certificate) -> None:
         self.certificate_expiry.set(role, certificate)

@@ -49,6 +49,11 @@ class Outcome:
     event_type: str | None = None
     sender_her_id: int | None = None
     registered_at_epoch_s: float | None = None
+    #: True when a trusted signature established ``sender_her_id`` (the letter was
+    #: opened); False when it is only the unsigned ``fromHerId`` header.
+    sender_verified: bool = False
+    municipality: str | None = None
+    clinical_epoch_s: float | None = None
 
     @property
     def acks_after_commit(self) -> bool:
@@ -101,6 +106,9 @@ class Processor:
                 event_id=context.get("event_id"),
                 event_type=context.get("event_type"),
                 sender_her_id=record.sender_her_id if record is not None else from_her_id,
+                # The opener names the event only once the signature held (opener.py).
+                sender_verified=record is not None or bool(rejection.context),
+                municipality=context.get("municipality"),
             )
         except TransientFailure as failure:
             return self._outcome(
@@ -169,6 +177,9 @@ class Processor:
             event_type=record.event_type,
             sender_her_id=record.sender_her_id,
             registered_at_epoch_s=record.registered_at.timestamp(),
+            sender_verified=True,
+            municipality=record.municipality,
+            clinical_epoch_s=record.clinical_time.timestamp(),
         )
 
 

@@ -16,7 +16,7 @@ import orjson
 from consumers.database import Dialect
 from consumers.pathways import ConsultationProjection, StayProjection
 
-__all__ = ["PathwayQueries", "StoreSummary", "iso"]
+__all__ = ["PathwayQueries", "SenderActivity", "StoreSummary", "iso"]
 
 
 def iso(value: datetime | None) -> str | None:
@@ -39,6 +39,21 @@ class StoreSummary:
             "stays_incomplete": self.stays_incomplete,
             "consultations": self.consultations,
         }
+
+
+@dataclass(frozen=True)
+class SenderActivity:
+    """What one sender has stored for one municipality: event revisions and the last
+    commit. The sender is a HER-id the signature established; nothing here is personal."""
+
+    sender_her_id: int
+    municipality: str
+    events: int
+    last_committed_at: datetime
+
+
+def _time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 def _stay_from_row(row: Sequence[Any]) -> StayProjection:
@@ -180,6 +195,27 @@ class PathwayQueries:
             return [(m, d, c, r) for (m, d), (c, r) in sorted(counts.items())]
 
         result: list[tuple[str, str, int, int]] = await self._run(read)
+        return result
+
+    async def sender_activity(self) -> list[SenderActivity]:
+        """Per sender and municipality: stored event revisions and the last commit. Read
+        from the store, so every consumer replica reports the same figures and a restart
+        loses nothing (the timeliness metrics and the silent-sender alerts rest on it)."""
+
+        def read(connection: Any) -> list[SenderActivity]:
+            cursor = connection.cursor()
+            cursor.execute(
+                "SELECT sender_her_id, municipality, COUNT(*), MAX(committed_at) FROM events"
+                " GROUP BY sender_her_id, municipality"
+            )
+            rows = cursor.fetchall()
+            connection.commit()
+            return [
+                SenderActivity(int(sender), str(municipality), int(count), _time(last))
+                for sender, municipality, count, last in rows
+            ]
+
+        result: list[SenderActivity] = await self._run(read)
         return result
 
     async def summary(self) -> StoreSummary:

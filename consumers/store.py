@@ -39,7 +39,7 @@ from consumers.database import (
     placeholders,
 )
 from consumers.projections import Projections
-from consumers.queries import PathwayQueries, StoreSummary, iso
+from consumers.queries import PathwayQueries, SenderActivity, StoreSummary, iso
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
 from contracts.resources import AsyncResource
 
@@ -49,6 +49,7 @@ __all__ = [
     "PathwayStore",
     "PostgresStore",
     "RejectionRecord",
+    "SenderActivity",
     "SqlStore",
     "SqliteStore",
     "StoreSummary",
@@ -484,7 +485,8 @@ class SqlStore(PathwayQueries, AsyncResource):
                     " ON CONFLICT (message_id) DO UPDATE SET reason = excluded.reason,"
                     " sender_her_id = excluded.sender_her_id, event_type = excluded.event_type,"
                     " unit_org = excluded.unit_org, municipality = excluded.municipality,"
-                    " rejected_at = excluded.rejected_at, rule = excluded.rule, field = excluded.field"
+                    " rejected_at = excluded.rejected_at, rule = excluded.rule,"
+                    " field = excluded.field"
                 ),
                 (
                     rejection.message_id,

@@ -266,6 +266,7 @@ async def _sample_pathways_once(
     try:
         overdue = await store.incomplete_stays(older_than=overdue_after, as_of=datetime.now(UTC))
         metrics.set_pathway_counts(await store.summary(), overdue=len(overdue))
+        metrics.set_sender_activity(await store.sender_activity())
     except Exception as error:  # a metric sample must never stop the consumer
         log.warning("pathway counts not sampled: %s", type(error).__name__)
 

@@ -7,8 +7,8 @@ Days and clock times are Norwegian local time (Europe/Oslo). Definitions:
   each, by the ``committed_at`` of their latest revision and the municipality of their
   effective content (a cancelled event leaves the counts); rejected = messages still
   rejected (dead-lettered and no message with the same id committed since), by
-  ``rejected_at``, per reason. A rejection without a municipality (the event could not be read, e.g. a
-  contract violation, which the consumer records before it knows the unit) is
+  ``rejected_at``, per reason. A rejection without a municipality (the event could
+  not be read, e.g. a contract violation, which the consumer records before it knows the unit) is
   attributed to the sender's municipality when the sender's committed events all
   belong to one municipality, else to ``ukjent``.
 * **Completeness drop**: a day whose count is below ``drop_ratio`` (60 %) of the mean

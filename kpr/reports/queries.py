@@ -223,7 +223,7 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
                 record_key,
                 correction,
                 event_type,
-                muni,
+                _municipality,
                 unit,
                 sender,
                 committed_at,

@@ -22,6 +22,7 @@ import pytest
 from dlq_support import depth, make_settings, publish_raw, run_consumer, sealed_event
 from support import environment_of
 
+from consumers.store import open_store
 from contracts.events import (
     Environment,
     Event,
@@ -212,6 +213,13 @@ async def test_reports_count_each_event_once_in_its_final_state_after_replay_and
         for row in report.table("weighing_measuring").rows
     }
     assert measured == dict(_expected_measured(final))
+    # The timeliness metrics' store sample: every stored revision, per sender and
+    # municipality (the two corrections are revisions of their own).
+    async with open_store(settings.store_url) as store:
+        activity = await store.sender_activity()
+    revisions = Counter(_municipality(e) for e in [*events, replacement, cancellation])
+    assert {a.municipality: a.events for a in activity} == dict(revisions)
+    assert {a.sender_her_id for a in activity} == {events[0].sender_her_id}
     units = {str(row["unit_org"]): row for row in report.table("units").rows}
     assert all(int(row["rejected"]) == 0 for row in units.values())
     assert sum(int(row["records"]) for row in units.values()) == EVENTS - 1

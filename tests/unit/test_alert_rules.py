@@ -42,9 +42,14 @@ CONTRACT_COUNTERS_AND_GAUGES = frozenset(
         "kpr_consumer_ready",
         "kpr_certificate_expiry_timestamp_seconds",
         "kpr_producer_in_flight",
+        "kpr_sender_dead_letters_total",
+        "kpr_sender_events_stored",
+        "kpr_sender_last_commit_timestamp_seconds",
     }
 )
-CONTRACT_HISTOGRAMS = frozenset({"kpr_consumer_processing_seconds", "kpr_end_to_end_seconds"})
+CONTRACT_HISTOGRAMS = frozenset(
+    {"kpr_consumer_processing_seconds", "kpr_end_to_end_seconds", "kpr_clinical_to_commit_seconds"}
+)
 CONTRACT_METRICS = CONTRACT_COUNTERS_AND_GAUGES | {
     f"{name}{suffix}" for name in CONTRACT_HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")
 }
@@ -61,6 +66,7 @@ CONTRACT_LABEL_VALUES = {
         "trust_intermediate",
     },
     ("kpr_consumer_dead_letters_total", "reason"): {reason.value for reason in Reason},
+    ("kpr_sender_dead_letters_total", "reason"): {reason.value for reason in Reason},
 }
 
 PROMQL_WORDS = frozenset(
@@ -81,6 +87,7 @@ PROMQL_WORDS = frozenset(
         "group_right",
         "rate",
         "increase",
+        "delta",
         "irate",
         "deriv",
         "time",
@@ -121,6 +128,7 @@ def series_names(expr: str) -> set[str]:
     stripped = re.sub(r'"[^"]*"', '""', expr)
     stripped = re.sub(r"\{[^}]*\}", " ", stripped)
     stripped = re.sub(r"\[[^\]]*\]", " ", stripped)
+    stripped = re.sub(r"\boffset\s+\w+", " ", stripped)
     stripped = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", " ", stripped)
     names = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", stripped))
     return {name for name in names if name not in PROMQL_WORDS}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,7 +17,7 @@ from consumers.metrics import (
     QueueRole,
 )
 from consumers.processing import Disposition, Outcome
-from consumers.store import StoreSummary
+from consumers.store import SenderActivity, StoreSummary
 from contracts.errors import ConfirmTimeout, PublishNacked, Reason, Unroutable
 from contracts.pki import PkiDir
 from kpr.observability import ObservabilityServer
@@ -321,3 +322,72 @@ def test_the_exported_series_are_exactly_the_metrics_contract(dev_pki: PkiDir) -
         if not sample.name.endswith("_created")
     }
     assert names == CONTRACT_NAMES
+
+
+def test_timeliness_is_labelled_by_signed_sender_and_municipality_only(
+    registry: CollectorRegistry, metrics: ConsumerMetrics
+) -> None:
+    """A commit sets the per-municipality last commit and observes the clinical delay; a
+    dead letter counts under its sender only when a signature established the sender,
+    else under 'unverified' (the unsigned header must not mint series)."""
+    outcome = Outcome(
+        Disposition.COMMITTED,
+        event_id=EVENT_ID,
+        event_type="hst.consultation",
+        sender_her_id=90001,
+        registered_at_epoch_s=NOW - 60,
+        sender_verified=True,
+        municipality="1103",
+        clinical_epoch_s=NOW - 3 * 86400,
+    )
+    metrics.observe_outcome(outcome, 0.01)
+    labels = {"sender_her_id": "90001", "municipality": "1103"}
+    assert value(registry, "kpr_sender_last_commit_timestamp_seconds", **labels) == NOW
+    assert value(registry, "kpr_clinical_to_commit_seconds_sum", sender_her_id="90001") == (
+        3 * 86400
+    )
+    assert (
+        value(
+            registry, "kpr_clinical_to_commit_seconds_bucket", sender_her_id="90001", le="86400.0"
+        )
+        == 0
+    )
+    forged = Outcome(Disposition.DEAD_LETTER, Reason.UNDECRYPTABLE, sender_her_id=66666)
+    signed = Outcome(
+        Disposition.DEAD_LETTER,
+        Reason.SENDER_NOT_AUTHORISED,
+        sender_her_id=90001,
+        sender_verified=True,
+    )
+    metrics.observe_outcome(forged, 0.01)
+    metrics.observe_outcome(signed, 0.01)
+    dead = "kpr_sender_dead_letters_total"
+    assert value(registry, dead, sender_her_id="unverified", reason="undecryptable") == 1
+    assert value(registry, dead, sender_her_id="90001", reason="sender-not-authorised") == 1
+    assert "66666" not in generate_latest(registry).decode()
+
+
+def test_sender_activity_from_the_store_never_sets_a_last_commit_back(
+    registry: CollectorRegistry, metrics: ConsumerMetrics
+) -> None:
+    """The sampled store figures are published; a sample read before this replica's own
+    latest commit leaves that commit's time in place."""
+    metrics.observe_outcome(
+        Outcome(
+            Disposition.COMMITTED,
+            sender_her_id=90001,
+            sender_verified=True,
+            municipality="1103",
+        ),
+        0.01,
+    )
+    earlier = datetime.fromtimestamp(NOW - 600, UTC)
+    metrics.set_sender_activity(
+        [SenderActivity(90001, "1103", 41, earlier), SenderActivity(90002, "4601", 7, earlier)]
+    )
+    last = "kpr_sender_last_commit_timestamp_seconds"
+    assert value(registry, last, sender_her_id="90001", municipality="1103") == NOW
+    assert value(registry, last, sender_her_id="90002", municipality="4601") == NOW - 600
+    stored = "kpr_sender_events_stored"
+    assert value(registry, stored, sender_her_id="90001", municipality="1103") == 41
+    assert value(registry, stored, sender_her_id="90002", municipality="4601") == 7
