@@ -21,6 +21,7 @@ from kpr.reports.queries import ReportData, load_report_data
 from kpr.reports.render import ChartSpec, Section, write_report_files
 from kpr.reports.suppression import DEFAULT_THRESHOLD, publish
 from kpr.reports.tables import PublishedTable, Table
+from kpr.reports.timeliness import TimelinessSettings, timeliness_tables
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -72,11 +73,12 @@ def build_report_from_data(data: ReportData, options: ReportOptions) -> Report:
         data, QualitySettings(as_of=as_of, year=options.year, max_stay_days=options.max_stay_days)
     )
     guideline = guideline_tables(data, GuidelineSettings(as_of=as_of, year=options.year))
+    timeliness = timeliness_tables(data, TimelinessSettings(as_of=as_of, year=options.year))
 
     def published(tables: list[Table]) -> dict[str, PublishedTable]:
         return {table.key: publish(table, options.threshold) for table in tables}
 
-    q, g = published(quality), published(guideline)
+    q, g, t = published(quality), published(guideline), published(timeliness)
     latest_year = options.year or max(
         (int(row["year"]) for row in g["programme_coverage"].rows), default=as_of.year
     )
@@ -104,6 +106,23 @@ def build_report_from_data(data: ReportData, options: ReportOptions) -> Report:
             ),
             notes="Flagglister vises uten prikking: de beskriver meldinger, ikke helse. "
             "Flag lists are not suppressed: they describe messages, not health.",
+        ),
+        Section(
+            "Tidsriktighet og fullstendighet per avsender / Timeliness and completeness per sender",
+            tuple(t.values()),
+            charts=(
+                (
+                    "sender_timeliness",
+                    ChartSpec(
+                        "Forsinkelse median per avsender og kommune (timer) / "
+                        "Median delay per sender and municipality (hours)",
+                        "delay_median_hours",
+                        ("sender_her_id", "municipality"),
+                    ),
+                ),
+            ),
+            notes="Avsender = HER-id i den signerte meldingen. Sender = the HER-id of the "
+            "signed letter. Dager uten data varsles også i Prometheus (KprSenderMunicipalityGap).",
         ),
         Section(
             "Helsestasjon og skolehelsetjeneste / Child health and school health",

@@ -54,7 +54,9 @@ __all__ = [
     "UNKNOWN_MUNICIPALITY",
     "QualitySettings",
     "completeness_drops",
+    "local_day",
     "quality_tables",
+    "rejection_municipality",
 ]
 
 OSLO = ZoneInfo("Europe/Oslo")
@@ -101,7 +103,7 @@ def _in_year(day: date, settings: QualitySettings) -> bool:
     return settings.year is None or day.year == settings.year
 
 
-def _rejection_municipality(
+def rejection_municipality(
     municipality: str | None, sender: int | None, senders: Mapping[int, set[str]]
 ) -> str:
     if municipality:
@@ -117,7 +119,7 @@ def _received_daily(data: ReportData, settings: QualitySettings) -> Table:
         committed[(message.municipality, local_day(message.committed_at))] += 1
     senders = data.sender_municipalities()
     for rejection in data.rejections:
-        muni = _rejection_municipality(rejection.municipality, rejection.sender_her_id, senders)
+        muni = rejection_municipality(rejection.municipality, rejection.sender_her_id, senders)
         rejected[(muni, local_day(rejection.rejected_at))][rejection.reason] += 1
     reasons = [r.value for r in Reason if any(r.value in c for c in rejected.values())]
     rows = []
@@ -212,7 +214,7 @@ def _drops_table(data: ReportData, settings: QualitySettings) -> Table:
         received[(message.municipality, local_day(message.committed_at))] += 1
     senders = data.sender_municipalities()
     for rejection in data.rejections:
-        muni = _rejection_municipality(rejection.municipality, rejection.sender_her_id, senders)
+        muni = rejection_municipality(rejection.municipality, rejection.sender_her_id, senders)
         received[(muni, local_day(rejection.rejected_at))] += 1
     clinical: Counter[tuple[str, date]] = Counter(
         (record.municipality, local_day(record.clinical_time)) for record in data.records
@@ -446,7 +448,7 @@ def _contract_rejections(data: ReportData, settings: QualitySettings) -> Table:
     for rejection in _filtered(data.rejections, settings):
         if rejection.reason not in contract:
             continue
-        muni = _rejection_municipality(rejection.municipality, rejection.sender_her_id, senders)
+        muni = rejection_municipality(rejection.municipality, rejection.sender_her_id, senders)
         sender = "" if rejection.sender_her_id is None else str(rejection.sender_her_id)
         counts[(sender, muni, rejection.reason, rejection.event_type or "")] += 1
     return Table(

@@ -112,6 +112,8 @@ class EffectiveRecord:
     content: Mapping[str, Any]
     #: When the record's latest revision was committed.
     committed_at: datetime
+    #: When its first revision was committed: how late the event reached the register.
+    first_committed_at: datetime
 
     @property
     def birth_date(self) -> date:
@@ -216,6 +218,7 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
         by_record: dict[str, list[StoredEventRow]] = defaultdict(list)
         facts: dict[str, tuple[str, int]] = {}
         latest: dict[str, tuple[int, str, datetime]] = {}
+        first: dict[str, datetime] = {}
         for row in cursor.fetchall():
             (
                 event_id,
@@ -232,6 +235,8 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
             revision_key = (int(revision), str(event_id), _required_time(committed_at))
             if record_key not in latest or revision_key[:2] > latest[record_key][:2]:
                 latest[record_key] = revision_key
+            if record_key not in first or revision_key[2] < first[record_key]:
+                first[record_key] = revision_key[2]
             by_record[record_key].append(
                 StoredEventRow(
                     event_id,
@@ -247,7 +252,7 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
         records = [
             record
             for key, rows in by_record.items()
-            if (record := _effective(key, rows, facts, latest[key][2])) is not None
+            if (record := _effective(key, rows, facts, (first[key], latest[key][2]))) is not None
             and (municipality is None or record.municipality == municipality_today(municipality))
         ]
         messages = [
@@ -318,7 +323,7 @@ def _effective(
     record_key: str,
     rows: list[StoredEventRow],
     facts: Mapping[str, tuple[str, int]],
-    committed_at: datetime,
+    committed: tuple[datetime, datetime],
 ) -> EffectiveRecord | None:
     content = effective_content(rows)
     if content is None:
@@ -337,5 +342,6 @@ def _effective(
         clinical_time=_required_time(content[_CLINICAL_TIME_FIELD[event_type]]),
         registered_at=_required_time(content["registered_at"]),
         content=content,
-        committed_at=committed_at,
+        committed_at=committed[1],
+        first_committed_at=committed[0],
     )
