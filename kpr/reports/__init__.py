@@ -18,10 +18,11 @@ from kpr.reports.guideline import GuidelineSettings, guideline_tables
 from kpr.reports.municipalities import municipality_today
 from kpr.reports.quality import QualitySettings, quality_tables
 from kpr.reports.queries import ReportData, load_report_data
-from kpr.reports.render import ChartSpec, Section, write_report_files
+from kpr.reports.render import ChartSpec, LineChartSpec, Section, write_report_files
 from kpr.reports.suppression import DEFAULT_THRESHOLD, publish
 from kpr.reports.tables import PublishedTable, Table
 from kpr.reports.timeliness import TimelinessSettings, timeliness_tables
+from kpr.reports.trends import COUNTRY, TrendSettings, comparison_table, county_of, trend_tables
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -74,11 +75,22 @@ def build_report_from_data(data: ReportData, options: ReportOptions) -> Report:
     )
     guideline = guideline_tables(data, GuidelineSettings(as_of=as_of, year=options.year))
     timeliness = timeliness_tables(data, TimelinessSettings(as_of=as_of, year=options.year))
+    trend_settings = TrendSettings(
+        as_of=as_of,
+        year=options.year,
+        national=options.municipality is None,
+        threshold=options.threshold,
+    )
+    coverage = next(table for table in guideline if table.key == "programme_coverage")
+    trends = trend_tables(data, coverage, trend_settings)
+    if trend_settings.national:
+        trends.append(comparison_table(trends[0], trend_settings))
 
     def published(tables: list[Table]) -> dict[str, PublishedTable]:
         return {table.key: publish(table, options.threshold) for table in tables}
 
     q, g, t = published(quality), published(guideline), published(timeliness)
+    trend = published(trends)
     latest_year = options.year or max(
         (int(row["year"]) for row in g["programme_coverage"].rows), default=as_of.year
     )
@@ -153,6 +165,19 @@ def build_report_from_data(data: ReportData, options: ReportOptions) -> Report:
             ),
         ),
         Section(
+            "Utvikling og sammenligning / Trends and comparison",
+            tuple(trend.values()),
+            charts=_trend_charts(trend["trends_yearly"].table, trend_settings.national),
+            notes="Fylke = de to første sifrene i dagens kommunenummer. County = the first "
+            "two digits of today's municipality number."
+            + (
+                ""
+                if trend_settings.national
+                else " Fylke og land vises bare for hele "
+                "registeret / County and country only for the whole register."
+            ),
+        ),
+        Section(
             "KAD/ØHD",
             tuple(
                 g[key]
@@ -180,6 +205,50 @@ def build_report_from_data(data: ReportData, options: ReportOptions) -> Report:
         "max_stay_days": options.max_stay_days,
     }
     return Report(meta, sections)
+
+
+def _trend_charts(
+    yearly: Table, national: bool
+) -> tuple[tuple[str, ChartSpec | LineChartSpec], ...]:
+    """Programme coverage over the years: each municipality with its county and the
+    country; and the country's consultations and KAD stays."""
+    charts: list[tuple[str, ChartSpec | LineChartSpec]] = []
+    if national:
+        charts.append(
+            (
+                "trends_yearly",
+                LineChartSpec(
+                    "Landet: konsultasjoner per år / Country: consultations per year",
+                    "consultations",
+                    "period",
+                    (("Konsultasjoner / Consultations", (("level", "country"),)),),
+                ),
+            )
+        )
+    municipalities = sorted(
+        {str(row["unit"]) for row in yearly.rows if row["level"] == "municipality"}
+    )
+    for municipality in municipalities:
+        series: list[tuple[str, tuple[tuple[str, Any], ...]]] = [
+            (municipality, (("level", "municipality"), ("unit", municipality)))
+        ]
+        county = county_of(municipality)
+        if national and county is not None:
+            series.append((f"fylke {county}", (("level", "county"), ("unit", county))))
+        if national:
+            series.append(("landet / country", (("level", "country"), ("unit", COUNTRY))))
+        charts.append(
+            (
+                "trends_yearly",
+                LineChartSpec(
+                    f"Dekning av programmet, kommune {municipality} / Programme coverage",
+                    "programme_coverage",
+                    "period",
+                    tuple(series),
+                ),
+            )
+        )
+    return tuple(charts)
 
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:

@@ -26,7 +26,15 @@ import orjson
 
 from kpr.reports.tables import ColumnKind, PublishedTable
 
-__all__ = ["ChartSpec", "Section", "bar_chart", "render_html", "write_report_files"]
+__all__ = [
+    "ChartSpec",
+    "LineChartSpec",
+    "Section",
+    "bar_chart",
+    "line_chart",
+    "render_html",
+    "write_report_files",
+]
 
 
 @dataclass(frozen=True)
@@ -40,10 +48,21 @@ class ChartSpec:
 
 
 @dataclass(frozen=True)
+class LineChartSpec:
+    """A line chart of one value column over ``x`` (a period column): one line per
+    series, each a label and the filter that picks its rows."""
+
+    title: str
+    value: str
+    x: str
+    series: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+
+
+@dataclass(frozen=True)
 class Section:
     title: str
     tables: tuple[PublishedTable, ...]
-    charts: tuple[tuple[str, ChartSpec], ...] = ()  # (table key, chart)
+    charts: tuple[tuple[str, ChartSpec | LineChartSpec], ...] = ()  # (table key, chart)
     notes: str = ""
 
 
@@ -142,7 +161,122 @@ def bar_chart(
     return "".join(out)
 
 
-def _chart(table: PublishedTable, spec: ChartSpec) -> str:
+_LINE_COLOURS = ("#2a5d84", "#c0392b", "#27863c", "#7d3c98", "#b9770e")
+
+
+def line_chart(
+    title: str,
+    xs: Sequence[str],
+    lines: Sequence[tuple[str, Sequence[tuple[float | None, str]]]],
+    *,
+    share: bool = False,
+) -> str:
+    """Lines over ``xs`` as inline SVG. Each line is (label, one (value or None, point
+    attributes) per x); a None (suppressed) point breaks the line and is marked with a
+    hollow circle carrying ``data-suppressed``, so a gap is never drawn as a zero."""
+    width, height, left, right, top_margin, bottom = 760, 260, 60, 150, 28, 40
+    plot_w, plot_h = width - left - right, height - top_margin - bottom
+    values = [v for _, points in lines for v, _ in points if v is not None]
+    top = 1.0 if share else (max(values, default=1.0) or 1.0)
+    step = plot_w / max(len(xs) - 1, 1)
+
+    def at(position: int, value: float) -> tuple[float, float]:
+        return left + position * step, top_margin + plot_h * (1 - value / top)
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}"'
+        f' viewBox="0 0 {width} {height}" aria-label="{html.escape(title)}">',
+        f'<text x="0" y="16" class="chart-title">{html.escape(title)}</text>',
+        f'<line x1="{left}" y1="{top_margin + plot_h}" x2="{left + plot_w}"'
+        f' y2="{top_margin + plot_h}" class="axis"/>',
+        f'<text x="{left - 6}" y="{top_margin + 4}" text-anchor="end">'
+        f"{'100 %' if share else f'{top:g}'}</text>",
+        f'<text x="{left - 6}" y="{top_margin + plot_h}" text-anchor="end">0</text>',
+    ]
+    label_every = max(1, len(xs) // 8)
+    for position, period in enumerate(xs):
+        if position % label_every == 0 or position == len(xs) - 1:
+            out.append(
+                f'<text x="{left + position * step:.1f}" y="{height - 14}"'
+                f' text-anchor="middle">{html.escape(period)}</text>'
+            )
+    for number, (label, points) in enumerate(lines):
+        colour = _LINE_COLOURS[number % len(_LINE_COLOURS)]
+        segment: list[str] = []
+        segments: list[list[str]] = []
+        for position, (value, _attributes) in enumerate(points):
+            if value is None:
+                if segment:
+                    segments.append(segment)
+                segment = []
+                continue
+            x, y = at(position, value)
+            segment.append(f"{x:.1f},{y:.1f}")
+        if segment:
+            segments.append(segment)
+        for part in segments:
+            out.append(
+                f'<polyline fill="none" stroke="{colour}" stroke-width="2"'
+                f' points="{" ".join(part)}"/>'
+            )
+        for position, (value, attributes) in enumerate(points):
+            if value is None and not attributes:
+                continue  # no row for this period: nothing to mark
+            if value is None:
+                x, _ = at(position, 0.0)
+                out.append(
+                    f'<circle cx="{x:.1f}" cy="{top_margin + plot_h - 6}" r="3" fill="none"'
+                    f' stroke="{colour}" {attributes} data-suppressed="true"/>'
+                )
+                continue
+            x, y = at(position, value)
+            out.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}" {attributes}'
+                f' data-value="{value:g}"><title>{html.escape(label)} '
+                f"{html.escape(xs[position])}: {value:g}</title></circle>"
+            )
+        legend_y = top_margin + 14 + number * 16
+        out.append(
+            f'<rect x="{width - right + 12}" y="{legend_y - 9}" width="10" height="10"'
+            f' style="fill:{colour}"/><text x="{width - right + 26}" y="{legend_y}">'
+            f"{html.escape(label)}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _chart_attributes(table: PublishedTable, index: int, column: str) -> str:
+    attributes = _cell_attributes(table, index, column).replace('data-figure="', 'data-chart="')
+    return " ".join(
+        part
+        for part in attributes.split(" ")
+        if not part.startswith(("data-value=", "data-suppressed=", "data-kind="))
+    )
+
+
+def _line_chart(table: PublishedTable, spec: LineChartSpec) -> str:
+    share = table.table.column(spec.value).kind is ColumnKind.SHARE
+    xs = sorted({str(row.get(spec.x)) for row in table.rows})
+    lines = []
+    for label, where in spec.series:
+        by_x: dict[str, tuple[float | None, str]] = {}
+        for index, row in enumerate(table.rows):
+            if any(row.get(key) != value for key, value in where):
+                continue
+            value = row.get(spec.value)
+            shown = None if table.is_suppressed(index, spec.value) or value is None else value
+            by_x[str(row.get(spec.x))] = (
+                None if shown is None else float(shown),
+                _chart_attributes(table, index, spec.value),
+            )
+        if by_x:
+            lines.append((label, [by_x.get(x, (None, "")) for x in xs]))
+    return f'<figure class="chart">{line_chart(spec.title, xs, lines, share=share)}</figure>'
+
+
+def _chart(table: PublishedTable, spec: ChartSpec | LineChartSpec) -> str:
+    if isinstance(spec, LineChartSpec):
+        return _line_chart(table, spec)
     bars = []
     share = table.table.column(spec.value).kind is ColumnKind.SHARE
     for index, row in enumerate(table.rows):
@@ -152,14 +286,7 @@ def _chart(table: PublishedTable, spec: ChartSpec) -> str:
         value = None if table.is_suppressed(index, spec.value) else row.get(spec.value)
         if value is None and not table.is_suppressed(index, spec.value):
             continue
-        attributes = _cell_attributes(table, index, spec.value).replace(
-            'data-figure="', 'data-chart="'
-        )
-        attributes = " ".join(
-            part
-            for part in attributes.split(" ")
-            if not part.startswith(("data-value=", "data-suppressed=", "data-kind="))
-        )
+        attributes = _chart_attributes(table, index, spec.value)
         bars.append((label, None if value is None else float(value), attributes))
     return f'<figure class="chart">{bar_chart(spec.title, bars, share=share)}</figure>'
 
@@ -174,7 +301,7 @@ thead th{background:#e8eef3;text-align:center}th[scope=row]{text-align:left;font
 td[data-suppressed]{color:#888;font-style:italic}
 .note{color:#555;font-size:.85em;max-width:60em}
 svg rect{fill:#2a5d84}svg text{font-size:12px;fill:#1b1b1b}svg .chart-title{font-weight:bold}
-svg .hidden{fill:#888;font-style:italic}
+svg .hidden{fill:#888;font-style:italic}svg .axis{stroke:#888}
 dl.meta dt{font-weight:bold;float:left;width:16em}dl.meta dd{margin-left:16em}
 """
 

@@ -9,11 +9,16 @@ Rules, applied to every table whose ``suppress`` is true (threshold ``n``, defau
 3. **Complementary, within a row.** For each group of cells that add up to a total the
    reader sees, if exactly one cell of the group is hidden, the smallest other visible
    cell is hidden as well (a non-zero one if there is one), so the hidden one cannot be
-   recomputed. Rules 2-3 repeat until nothing changes.
-4. **Derived figures.** A share is shown only when its numerator and denominator both are;
+   recomputed.
+4. **Complementary, across rows.** The same for each set of rows whose cells add up to
+   another row the reader sees (``row_groups``: the municipalities of a county and
+   period): if exactly one cell of a column is hidden among them, the smallest other
+   visible one is hidden too, so county minus the others does not give it back.
+   Rules 2-4 repeat, over the whole table, until nothing changes.
+5. **Derived figures.** A share is shown only when its numerator and denominator both are;
    a statistic (median, p90) only when it rests on at least ``n`` observations.
 
-Secondary hides (rules 2-4) are shown as ``x`` rather than ``<n``: the hidden value may
+Secondary hides (rules 2-5) are shown as ``x`` rather than ``<n``: the hidden value may
 be large. Neither kind is ever distinguishable in JSON, where both are null.
 """
 
@@ -56,11 +61,14 @@ def publish(table: Table, threshold: int = DEFAULT_THRESHOLD) -> PublishedTable:
         for key in counts:
             if small(row.get(key), threshold):
                 primary.add((index, key))
-        hidden |= primary
-        changed = True
-        while changed:
-            changed = _complements(table, index, row, hidden, threshold)
+    hidden |= primary
+    changed = True
+    while changed:
+        changed = False
+        for index, row in enumerate(table.rows):
+            changed = _complements(table, index, row, hidden, threshold) or changed
             changed = _groups(table, index, row, hidden) or changed
+        changed = _row_groups(table, counts, hidden) or changed
 
     published: list[dict[str, Any]] = []
     for index, row in enumerate(table.rows):
@@ -109,6 +117,25 @@ def _complements(
         if small(implied, threshold):
             hidden.add((index, part))
             changed = True
+    return changed
+
+
+def _row_groups(table: Table, counts: list[str], hidden: set[tuple[int, str]]) -> bool:
+    changed = False
+    for rows in table.row_groups:
+        for key in counts:
+            if sum((index, key) in hidden for index in rows) != 1:
+                continue
+            candidates = [
+                (value == 0, value, index)
+                for index in rows
+                if (index, key) not in hidden
+                and isinstance(value := table.rows[index].get(key), int)
+            ]
+            if candidates:
+                _zero, _value, index = min(candidates)
+                hidden.add((index, key))
+                changed = True
     return changed
 
 

@@ -64,6 +64,9 @@ class Table:
     shares: tuple[Share, ...] = ()
     #: (statistic column, count column): the statistic is hidden when the count is small.
     statistic_bases: tuple[tuple[str, str], ...] = ()
+    #: Sets of row indices whose count cells, column by column, add up to another row the
+    #: reader sees (the municipalities of a county, the counties of the country).
+    row_groups: tuple[tuple[int, ...], ...] = ()
     #: False for data-quality flag lists: they describe messages, not health statistics.
     suppress: bool = True
 

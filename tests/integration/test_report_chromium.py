@@ -386,3 +386,47 @@ def test_postgresql_store_gives_the_same_figures_as_sqlite(
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_trend_lines_and_totals_match_the_tables_in_the_rendered_page(dom: str) -> None:
+    """In the page Chromium rendered: every visible consultation count of a county is
+    the sum of its municipalities' (when none of them is hidden), the country's the sum
+    of everything, and each drawn point of a coverage line carries the value of its
+    trends_yearly cell."""
+    cells = figures(dom, "trends_yearly.consultations")
+    assert cells, "the trend table is on the page"
+    values = {dims: int(cell["data-value"]) for dims, cell in cells.items() if "data-value" in cell}
+    hidden = {dims for dims, cell in cells.items() if cell.get("data-suppressed") == "true"}
+    periods = {period for _level, _unit, period in cells}
+    assert {str(year) for year in range(2017, 2027)} <= periods
+    for period in periods:
+        municipalities = {
+            unit: count
+            for (level, unit, p), count in values.items()
+            if level == "municipality" and p == period
+        }
+        for (level, county, p), total in values.items():
+            members = [u for u in municipalities if u[:2] == county]
+            if (
+                level != "county"
+                or p != period
+                or any(("municipality", u, period) in hidden for u in members)
+            ):
+                continue
+            assert total == sum(municipalities[u] for u in members), (county, period)
+        country = values.get(("country", "NO", period))
+        if country is not None and not any(d[2] == period for d in hidden):
+            assert country == sum(municipalities.values())
+    parser = _Figures()
+    parser.feed(dom)
+    shares = {
+        dims: cell.get("data-value")
+        for dims, cell in figures(dom, "trends_yearly.programme_coverage").items()
+    }
+    points = [c for c in parser.charts if c["data-chart"] == "trends_yearly.programme_coverage"]
+    drawn = [p for p in points if "data-value" in p]
+    assert drawn, "coverage lines are drawn"
+    for point in drawn:
+        dims = (point["data-level"], point["data-unit"], point["data-period"])
+        assert shares[dims] is not None
+        assert float(point["data-value"]) == pytest.approx(float(shares[dims]))

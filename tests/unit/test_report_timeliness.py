@@ -66,7 +66,7 @@ def test_a_sender_that_stops_shows_its_gap_days_delay_and_rejections() -> None:
     assert (row["sender_her_id"], row["municipality"]) == (90001, "1103")
     assert row["systems"] == "CGM Helsestasjon 8.1"
     assert (row["events"], row["rejected"], row["received"]) == (events, 3, events + 3)
-    assert row["share_rejected"] == round(3 / (events + 3), 3)
+    assert row["share_rejected"] == round(3 / (events + 3), 4)
     assert (row["delay_median_hours"], row["delay_p90_hours"]) == (2.0, 2.0)
     assert row["backfilled"] == 2
     assert row["gap_days"] == 3
