@@ -254,7 +254,8 @@ async def test_the_consumer_reports_overdue_stays_and_trust_expiry_as_metrics(
     settings: Settings, dev_pki: PkiDir
 ) -> None:
     """Admissions without discharges, years old, show as overdue incomplete stays; the
-    trust root's expiry is exported for the certificate alert."""
+    trust root's expiry is exported for the certificate alert; the store's events per
+    sender and municipality and each event's clinical delay are exported."""
     admissions = [
         e for e in generate_events(30, seed=17, kinds=["kad"]) if isinstance(e, KadAdmission)
     ]
@@ -270,3 +271,13 @@ async def test_the_consumer_reports_overdue_stays_and_trust_expiry_as_metrics(
         "kpr_certificate_expiry_timestamp_seconds", {"certificate": "trust_root"}
     )
     assert root_expiry == dev_pki.root.not_valid_after_utc.timestamp()
+    # The per-sender timeliness figures come from the same store sample.
+    per_municipality = Counter(str(a.service_municipalities[0]) for a in admissions)
+    for municipality, count in per_municipality.items():
+        labels = {"sender_her_id": str(admissions[0].sender_her_id), "municipality": municipality}
+        assert registry.get_sample_value("kpr_sender_events_stored", labels) == count
+        assert registry.get_sample_value("kpr_sender_last_commit_timestamp_seconds", labels)
+    delays = registry.get_sample_value(
+        "kpr_clinical_to_commit_seconds_count", {"sender_her_id": str(admissions[0].sender_her_id)}
+    )
+    assert delays == len(admissions)
