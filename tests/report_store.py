@@ -10,16 +10,18 @@ knows the event (no unit, no municipality).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from consumers.processing import pseudonymise
 from consumers.pseudonym import Pseudonymiser
 from consumers.store import ApplyResult, RejectionRecord, SqlStore
 from contracts.errors import ConflictingDuplicate, Reason
 from contracts.events import Event
+from kpr.reports.queries import EffectiveRecord, ReportData, StoredMessage
 
 PSEUDONYMISER = Pseudonymiser(b"report-tests-key-" + b"0" * 32)
 
@@ -84,3 +86,36 @@ async def add_rejections(
 
 def store_path(directory: Path) -> Path:
     return directory / "pathways.sqlite3"
+
+
+def consultation_record(
+    index: int,
+    municipality: str,
+    clinical: datetime,
+    *,
+    delay: timedelta = timedelta(hours=1),
+    content: Mapping[str, Any] | None = None,
+) -> EffectiveRecord:
+    """One HST consultation as the report reads it from the store, made by hand for the
+    pure figure tests: committed ``delay`` after its clinical time, by sender 90001."""
+    return EffectiveRecord(
+        record_key=f"r{index}",
+        event_type="hst.consultation",
+        person_key=f"p{index}",
+        municipality=municipality,
+        unit_org="974600013",
+        sender_her_id=90001,
+        clinical_time=clinical,
+        registered_at=clinical,
+        content=content or {"status": "completed", "source_system": "test"},
+        committed_at=clinical + delay,
+        first_committed_at=clinical + delay,
+    )
+
+
+def report_data(records: Sequence[EffectiveRecord], rejections: Sequence[Any] = ()) -> ReportData:
+    """A store reading of these records (one counted message each) and rejections."""
+    messages = tuple(
+        StoredMessage(r.municipality, r.unit_org, r.sender_her_id, r.committed_at) for r in records
+    )
+    return ReportData(messages, tuple(records), tuple(rejections), ())

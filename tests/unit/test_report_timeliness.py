@@ -4,29 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+from report_store import consultation_record, report_data
+
 from kpr.reports import ReportOptions, build_report_from_data
-from kpr.reports.queries import EffectiveRecord, RejectionRow, ReportData, StoredMessage
+from kpr.reports.queries import RejectionRow, ReportData
 
 START = date(2026, 3, 2)  # a Monday
 STOP = START + timedelta(weeks=5, days=2)  # Wednesday of week six: nothing from here on
 AS_OF = datetime(2026, 4, 10, 16, tzinfo=UTC)  # the Friday of week six
 PER_DAY = 6
-
-
-def _record(index: int, clinical: datetime, committed: datetime, muni: str) -> EffectiveRecord:
-    return EffectiveRecord(
-        record_key=f"r{index}",
-        event_type="hst.consultation",
-        person_key=f"p{index}",
-        municipality=muni,
-        unit_org="974600013",
-        sender_her_id=90001,
-        clinical_time=clinical,
-        registered_at=clinical,
-        content={"source_system": "CGM Helsestasjon 8.1"},
-        committed_at=committed,
-        first_committed_at=committed,
-    )
+SYSTEM = {"source_system": "CGM Helsestasjon 8.1"}
 
 
 def _data() -> ReportData:
@@ -37,22 +24,22 @@ def _data() -> ReportData:
             for slot in range(PER_DAY):
                 clinical = datetime(day.year, day.month, day.day, 8 + slot, tzinfo=UTC)
                 records.append(
-                    _record(len(records), clinical, clinical + timedelta(hours=2), "1103")
+                    consultation_record(
+                        len(records), "1103", clinical, delay=timedelta(hours=2), content=SYSTEM
+                    )
                 )
         day += timedelta(days=1)
     live = len(records)
     old = datetime(2025, 1, 6, 9, tzinfo=UTC)
     for _ in range(2):  # back-filled: committed on a working day, 400+ days late
-        records.append(_record(len(records), old, datetime(2026, 3, 4, 12, tzinfo=UTC), "1103"))
-    messages = tuple(
-        StoredMessage(r.municipality, r.unit_org, r.sender_her_id, r.committed_at) for r in records
-    )
+        late = datetime(2026, 3, 4, 12, tzinfo=UTC) - old
+        records.append(consultation_record(len(records), "1103", old, delay=late, content=SYSTEM))
     rejections = tuple(
         RejectionRow("undecryptable", 90001, None, None, None, datetime(2026, 3, 10, tzinfo=UTC))
         for _ in range(3)
     )
     assert live == 5 * 5 * PER_DAY + 2 * PER_DAY
-    return ReportData(messages, tuple(records), rejections, ())
+    return report_data(records, rejections)
 
 
 def test_a_sender_that_stops_shows_its_gap_days_delay_and_rejections() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+
+from report_store import consultation_record, report_data
 
 from kpr.reports import ReportOptions, build_report_from_data
-from kpr.reports.queries import EffectiveRecord, ReportData, StoredMessage
+from kpr.reports.queries import ReportData
 from kpr.reports.suppression import publish
 from kpr.reports.tables import Column, Table
 from kpr.reports.trends import TrendSettings, comparison_table, county_of, trend_tables
@@ -13,32 +15,13 @@ from kpr.reports.trends import TrendSettings, comparison_table, county_of, trend
 AS_OF = datetime(2026, 6, 15, 12, tzinfo=UTC)
 
 
-def _consultation(index: int, municipality: str, when: datetime) -> EffectiveRecord:
-    return EffectiveRecord(
-        record_key=f"r{index}",
-        event_type="hst.consultation",
-        person_key=f"p{index}",
-        municipality=municipality,
-        unit_org="974600013",
-        sender_her_id=90001,
-        clinical_time=when,
-        registered_at=when,
-        content={"status": "completed", "source_system": "test"},
-        committed_at=when + timedelta(hours=1),
-        first_committed_at=when + timedelta(hours=1),
-    )
-
-
 def _data(per_municipality: dict[str, int], year: int = 2025) -> ReportData:
     records = []
     for municipality, count in per_municipality.items():
         for slot in range(count):
             when = datetime(year, 3, 1 + slot % 28, 10, tzinfo=UTC)
-            records.append(_consultation(len(records), municipality, when))
-    messages = tuple(
-        StoredMessage(r.municipality, r.unit_org, r.sender_her_id, r.committed_at) for r in records
-    )
-    return ReportData(messages, tuple(records), (), ())
+            records.append(consultation_record(len(records), municipality, when))
+    return report_data(records)
 
 
 def _coverage(rows: list[tuple[str, int, int, int]]) -> Table:
