@@ -200,7 +200,9 @@ def line_chart(
                 f'<text x="{left + position * step:.1f}" y="{height - 14}"'
                 f' text-anchor="middle">{html.escape(period)}</text>'
             )
-    for number, (label, points) in enumerate(lines):
+    # Drawn last to first, so the first series (the municipality) lies on top where
+    # the lines coincide (a county of one municipality).
+    for number, (label, points) in reversed(list(enumerate(lines))):
         colour = _LINE_COLOURS[number % len(_LINE_COLOURS)]
         segment: list[str] = []
         segments: list[list[str]] = []
