@@ -154,7 +154,11 @@ _PROCESSED_FORMS = (x509.DirectoryName, x509.DNSName, x509.RFC822Name, x509.IPAd
 
 def name_constraints_problem(chain: Sequence[x509.Certificate]) -> str | None:
     """``chain`` is leaf first, root last. Apply each CA's name constraints to every
-    certificate below it; return what was violated, or ``None``."""
+    certificate below it; return what was violated, or ``None``.
+
+    A self-issued certificate (subject equals issuer: a CA's key rollover) that is not
+    the leaf is not checked (RFC 5280 6.1.3 (b)). Its name is the CA's own, which the
+    CA's constraints do not cover either."""
     for index in range(len(chain) - 1, 0, -1):
         extension = _extension(chain[index], ExtensionOID.NAME_CONSTRAINTS)
         if extension is None or not isinstance(extension.value, x509.NameConstraints):
@@ -162,7 +166,9 @@ def name_constraints_problem(chain: Sequence[x509.Certificate]) -> str | None:
         constraints = extension.value
         permitted = list(constraints.permitted_subtrees or [])
         excluded = list(constraints.excluded_subtrees or [])
-        for below in chain[:index]:
+        for position, below in enumerate(chain[:index]):
+            if position > 0 and below.subject == below.issuer:
+                continue
             problem = _names_problem(_names_of(below), permitted, excluded)
             if problem is not None:
                 return problem

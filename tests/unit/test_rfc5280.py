@@ -319,3 +319,36 @@ def test_a_crl_that_cannot_be_trusted_is_unavailable(
     )
     with pytest.raises(CrlUnavailable, match=words):
         verify(certificates, crls=source)
+
+
+def _rollover_chain(*, constrained_leaf: bool) -> tuple[x509.Certificate, ...]:
+    """root -> CA (permits only OU=Signers below it) -> the CA's self-issued rollover
+    certificate (its own name, a new key) -> leaf signed with the new key. The rollover
+    certificate's name lies outside the permitted subtree, as the CA's own name does."""
+    signers = _name(
+        (NameOID.ORGANIZATION_NAME, "Test Trust"), (NameOID.ORGANIZATIONAL_UNIT_NAME, "Signers")
+    )
+    constraint = (NC([x509.DirectoryName(signers)], None), True)
+    root = _build(specs()["root"], "root", ROOT_NAME, "root")
+    ca = _build(Spec(CA_NAME, ca=True, usage=CA_USAGE, extra=[constraint]), "ca", ROOT_NAME, "root")
+    rollover = _build(Spec(CA_NAME, ca=True, usage=CA_USAGE), "ca-new", CA_NAME, "ca")
+    inside = _name(
+        (NameOID.ORGANIZATION_NAME, "Test Trust"),
+        (NameOID.ORGANIZATIONAL_UNIT_NAME, "Signers"),
+        (NameOID.COMMON_NAME, "Signer"),
+        (NameOID.SERIAL_NUMBER, "310000000"),
+    )
+    subject = inside if constrained_leaf else LEAF_NAME
+    leaf = _build(Spec(subject, ca=False, usage=SIGNER_USAGE), "leaf-2048", CA_NAME, "ca-new")
+    return root, ca, rollover, leaf
+
+
+def test_a_self_issued_intermediate_is_not_held_to_its_issuers_name_constraints() -> None:
+    """RFC 5280 6.1.3 (b): a self-issued certificate that is not the last in the path
+    (a CA's key rollover) is not checked against the name constraints above it; the leaf
+    below it still is, so a leaf outside the permitted subtree is refused."""
+    root, ca, rollover, leaf = _rollover_chain(constrained_leaf=True)
+    TrustStore([root], intermediates=[ca, rollover]).verify(leaf, at=NOW)
+    root, ca, rollover, outside = _rollover_chain(constrained_leaf=False)
+    with pytest.raises(UntrustedSigner, match="permitted"):
+        TrustStore([root], intermediates=[ca, rollover]).verify(outside, at=NOW)
