@@ -11,7 +11,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from consumers.opener import Opener
 from contracts.envelope import Profile, SigningIdentity, _encrypt
+from contracts.events import Environment
+from contracts.pki import PkiDir
+from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS
+from contracts.trust import SenderAuthorisation
 
 CONTENT = b'{"letter_version":1,"message_id":"m-1","event":{"amount":100}}'
 
@@ -33,6 +38,19 @@ def envelope_inner(
 ) -> bytes:
     """Encrypt arbitrary inner bytes to ``recipient``: seal's own encryption step."""
     return _encrypt(inner, recipient, profile)
+
+
+def dev_opener(pki: PkiDir, own_her_id: int) -> Opener:
+    """The consumer's open step over the dev PKI, the dev sender granted every unit."""
+    return Opener(
+        keys=[pki.register.decryption_key],
+        trust=pki.trust_store(),
+        authorisation=SenderAuthorisation.from_mapping(
+            {pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)}
+        ),
+        own_her_id=own_her_id,
+        environment=Environment.TEST,
+    )
 
 
 def der_length(length: int) -> bytes:

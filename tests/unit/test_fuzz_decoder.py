@@ -16,7 +16,7 @@ import tracemalloc
 from collections.abc import Callable
 
 import pytest
-from crypto_fixtures import tlv
+from crypto_fixtures import dev_opener, tlv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,11 +24,9 @@ from consumers.opener import Opener
 from contracts import _cms
 from contracts.envelope import MAX_MESSAGE_BYTES, open_envelope, seal
 from contracts.errors import MalformedMessage, MessageTooLarge, Rejected
-from contracts.events import Environment
 from contracts.letter import Party, encode_letter
 from contracts.pki import PkiDir, org_number_of
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
-from contracts.trust import SenderAuthorisation
+from contracts.synth import generate_events
 
 TIME_BOUND_S = 2.0
 MEMORY_BOUND_BYTES = 64 * 1024 * 1024  # the largest legitimate input is 1 MB
@@ -98,15 +96,7 @@ def test_pathological_der_is_a_clean_rejection(dev_pki: PkiDir, data: bytes) -> 
 
 @pytest.fixture(scope="module")
 def opener(dev_pki: PkiDir) -> Opener:
-    return Opener(
-        keys=[dev_pki.register.decryption_key],
-        trust=dev_pki.trust_store(),
-        authorisation=SenderAuthorisation.from_mapping(
-            {dev_pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)}
-        ),
-        own_her_id=OWN_HER_ID,
-        environment=Environment.TEST,
-    )
+    return dev_opener(dev_pki, OWN_HER_ID)
 
 
 @pytest.mark.parametrize("data", list(HOSTILE_DER.values()), ids=list(HOSTILE_DER))

@@ -28,17 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from crypto_fixtures import envelope_inner, tlv
+from crypto_fixtures import dev_opener, envelope_inner, tlv
 from cryptography.hazmat.primitives import serialization
 
 from consumers.opener import Opener, VerifiedEvent
 from contracts import envelope
 from contracts.errors import Rejected
-from contracts.events import Environment, Event
+from contracts.events import Event
 from contracts.letter import Party, encode_letter
 from contracts.pki import PkiDir, org_number_of
-from contracts.synth import DEFAULT_UNIT_ORG_NUMBERS, generate_events
-from contracts.trust import SenderAuthorisation
+from contracts.synth import generate_events
 
 PER_LAYER = 2_500
 TIME_BOUND_S = 2.0
@@ -199,15 +198,7 @@ def campaign(dev_pki: PkiDir) -> Campaign:
         recipient_her_id=OWN_HER_ID,
         event_json=event.model_dump_json().encode(),
     )
-    opener = Opener(
-        keys=[dev_pki.register.decryption_key],
-        trust=dev_pki.trust_store(),
-        authorisation=SenderAuthorisation.from_mapping(
-            {dev_pki.sender.info.org_number: list(DEFAULT_UNIT_ORG_NUMBERS)}
-        ),
-        own_her_id=OWN_HER_ID,
-        environment=Environment.TEST,
-    )
+    opener = dev_opener(dev_pki, OWN_HER_ID)
     return Campaign(dev_pki, opener, event, letter)
 
 
