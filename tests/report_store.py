@@ -21,7 +21,7 @@ from consumers.pseudonym import Pseudonymiser
 from consumers.store import ApplyResult, RejectionRecord, SqlStore
 from contracts.errors import ConflictingDuplicate, Reason
 from contracts.events import Event
-from kpr.reports.queries import EffectiveRecord, ReportData, StoredMessage
+from kpr.reports.queries import EffectiveRecord, ReportData
 
 PSEUDONYMISER = Pseudonymiser(b"report-tests-key-" + b"0" * 32)
 
@@ -115,7 +115,4 @@ def consultation_record(
 
 def report_data(records: Sequence[EffectiveRecord], rejections: Sequence[Any] = ()) -> ReportData:
     """A store reading of these records (one counted message each) and rejections."""
-    messages = tuple(
-        StoredMessage(r.municipality, r.unit_org, r.sender_her_id, r.committed_at) for r in records
-    )
-    return ReportData(messages, tuple(records), tuple(rejections), ())
+    return ReportData(tuple(records), tuple(rejections), ())

@@ -39,14 +39,15 @@ Days and clock times are Norwegian local time (Europe/Oslo). Definitions:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from statistics import fmean
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from contracts.errors import Reason
-from kpr.reports.queries import RejectionRow, ReportData
+from kpr.reports.queries import UNKNOWN_MUNICIPALITY, ReportData
 from kpr.reports.tables import Column, ColumnKind, Table
 
 __all__ = [
@@ -56,11 +57,11 @@ __all__ = [
     "completeness_drops",
     "local_day",
     "quality_tables",
-    "rejection_municipality",
 ]
 
 OSLO = ZoneInfo("Europe/Oslo")
-UNKNOWN_MUNICIPALITY = "ukjent"
+#: What a completeness series is kept per: a municipality, or a (sender, municipality).
+Unit = TypeVar("Unit", str, tuple[int, str])
 _D = ColumnKind.DIMENSION
 _T = ColumnKind.TEXT
 _S = ColumnKind.STATISTIC
@@ -103,23 +104,12 @@ def _in_year(day: date, settings: QualitySettings) -> bool:
     return settings.year is None or day.year == settings.year
 
 
-def rejection_municipality(
-    municipality: str | None, sender: int | None, senders: Mapping[int, set[str]]
-) -> str:
-    if municipality:
-        return municipality
-    known = senders.get(sender, set()) if sender is not None else set()
-    return next(iter(known)) if len(known) == 1 else UNKNOWN_MUNICIPALITY
-
-
 def _received_daily(data: ReportData, settings: QualitySettings) -> Table:
     committed: Counter[tuple[str, date]] = Counter()
     rejected: dict[tuple[str, date], Counter[str]] = defaultdict(Counter)
     for message in data.messages:
         committed[(message.municipality, local_day(message.committed_at))] += 1
-    senders = data.sender_municipalities()
-    for rejection in data.rejections:
-        muni = rejection_municipality(rejection.municipality, rejection.sender_her_id, senders)
+    for rejection, muni in data.attributed_rejections:
         rejected[(muni, local_day(rejection.rejected_at))][rejection.reason] += 1
     reasons = [r.value for r in Reason if any(r.value in c for c in rejected.values())]
     rows = []
@@ -178,18 +168,18 @@ def _received_by_municipality(daily: Table) -> Table:
 
 
 def completeness_drops(
-    series: Mapping[tuple[str, date], int],
+    series: Mapping[tuple[Unit, date], int],
     *,
     ratio: float = 0.6,
     min_expected: float = 5.0,
     last_day: date | None = None,
-) -> list[tuple[str, date, int, float]]:
+) -> list[tuple[Unit, date, int, float]]:
     """Days whose count fell below ``ratio`` x the mean of the same weekday in the four
     weeks before (missing days count as zero), where that mean is at least
     ``min_expected``. Days from each municipality's first day to ``last_day`` (default:
     the last day in the series) are examined, so a municipality that stops sending
     altogether is found. Returns (municipality, day, count, expected)."""
-    by_municipality: dict[str, dict[date, int]] = defaultdict(dict)
+    by_municipality: dict[Unit, dict[date, int]] = defaultdict(dict)
     for (muni, day), count in series.items():
         by_municipality[muni][day] = count
     if not by_municipality:
@@ -212,9 +202,7 @@ def _drops_table(data: ReportData, settings: QualitySettings) -> Table:
     received: Counter[tuple[str, date]] = Counter()
     for message in data.messages:
         received[(message.municipality, local_day(message.committed_at))] += 1
-    senders = data.sender_municipalities()
-    for rejection in data.rejections:
-        muni = rejection_municipality(rejection.municipality, rejection.sender_her_id, senders)
+    for rejection, muni in data.attributed_rejections:
         received[(muni, local_day(rejection.rejected_at))] += 1
     clinical: Counter[tuple[str, date]] = Counter(
         (record.municipality, local_day(record.clinical_time)) for record in data.records
@@ -444,11 +432,11 @@ def _org_note(org_number: str) -> str:
 def _contract_rejections(data: ReportData, settings: QualitySettings) -> Table:
     contract = {Reason.INVALID_CONTRACT.value, Reason.UNKNOWN_SCHEMA_VERSION.value}
     counts: Counter[tuple[str, str, str, str]] = Counter()
-    senders = data.sender_municipalities()
-    for rejection in _filtered(data.rejections, settings):
-        if rejection.reason not in contract:
+    for rejection, muni in data.attributed_rejections:
+        if rejection.reason not in contract or not _in_year(
+            local_day(rejection.rejected_at), settings
+        ):
             continue
-        muni = rejection_municipality(rejection.municipality, rejection.sender_her_id, senders)
         sender = "" if rejection.sender_her_id is None else str(rejection.sender_her_id)
         counts[(sender, muni, rejection.reason, rejection.event_type or "")] += 1
     return Table(
@@ -469,11 +457,3 @@ def _contract_rejections(data: ReportData, settings: QualitySettings) -> Table:
         ),
         suppress=False,
     )
-
-
-def _filtered(rows: Iterable[RejectionRow], settings: QualitySettings) -> list[RejectionRow]:
-    return [
-        row
-        for row in rows
-        if settings.year is None or local_day(row.rejected_at).year == settings.year
-    ]

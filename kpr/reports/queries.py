@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from contracts.errors import StoreError
 from kpr.reports.municipalities import municipality_today
 
 __all__ = [
+    "UNKNOWN_MUNICIPALITY",
     "EffectiveRecord",
     "RejectionRow",
     "ReportData",
@@ -48,6 +50,9 @@ __all__ = [
     "load_report_data",
     "read_only_connection",
 ]
+
+#: The municipality of a rejection that names none and cannot be attributed.
+UNKNOWN_MUNICIPALITY = "ukjent"
 
 _EVENTS = (
     "SELECT event_id, revision, record_key, correction, event_type, municipality,"
@@ -145,17 +150,39 @@ class StayRow:
 
 @dataclass(frozen=True)
 class ReportData:
-    messages: tuple[StoredMessage, ...]
     records: tuple[EffectiveRecord, ...]
     rejections: tuple[RejectionRow, ...]
     stays: tuple[StayRow, ...]
 
-    def sender_municipalities(self) -> dict[int, set[str]]:
+    @cached_property
+    def messages(self) -> tuple[StoredMessage, ...]:
+        """One counted message per event in its final state (the counting rule)."""
+        return tuple(
+            StoredMessage(r.municipality, r.unit_org, r.sender_her_id, r.committed_at)
+            for r in self.records
+        )
+
+    @cached_property
+    def sender_municipalities(self) -> Mapping[int, frozenset[str]]:
         """Which municipalities each sender HER-id has committed events for."""
         result: dict[int, set[str]] = defaultdict(set)
-        for message in self.messages:
-            result[message.sender_her_id].add(message.municipality)
-        return dict(result)
+        for record in self.records:
+            result[record.sender_her_id].add(record.municipality)
+        return {sender: frozenset(municipalities) for sender, municipalities in result.items()}
+
+    @cached_property
+    def attributed_rejections(self) -> tuple[tuple[RejectionRow, str], ...]:
+        """Each rejection with the municipality it counts under: its own; else, for one
+        recorded before the event could be read, the sender's municipality when all the
+        sender's committed events belong to one; else ``ukjent``."""
+        attributed = []
+        for rejection in self.rejections:
+            municipality = rejection.municipality
+            if not municipality:
+                known = self.sender_municipalities.get(rejection.sender_her_id or -1, frozenset())
+                municipality = next(iter(known)) if len(known) == 1 else UNKNOWN_MUNICIPALITY
+            attributed.append((rejection, municipality))
+        return tuple(attributed)
 
 
 @contextmanager
@@ -255,10 +282,6 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
             if (record := _effective(key, rows, facts, (first[key], latest[key][2]))) is not None
             and (municipality is None or record.municipality == municipality_today(municipality))
         ]
-        messages = [
-            StoredMessage(r.municipality, r.unit_org, r.sender_her_id, r.committed_at)
-            for r in records
-        ]
 
         cursor.execute(
             _REJECTIONS_OF_MUNICIPALITY.replace("?", placeholder) if municipality else _REJECTIONS,
@@ -305,7 +328,7 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
             ) in cursor.fetchall()
         ]
         connection.commit()
-    return ReportData(tuple(messages), tuple(records), tuple(rejections), tuple(stays))
+    return ReportData(tuple(records), tuple(rejections), tuple(stays))
 
 
 def _required_time(value: Any) -> datetime:

@@ -31,7 +31,7 @@ from datetime import date, datetime
 from statistics import median
 
 from kpr.reports.guideline import nearest_rank
-from kpr.reports.quality import completeness_drops, local_day, rejection_municipality
+from kpr.reports.quality import completeness_drops, local_day
 from kpr.reports.queries import EffectiveRecord, ReportData
 from kpr.reports.tables import Column, ColumnKind, Share, Table
 
@@ -74,22 +74,20 @@ def _in_year(day: date, settings: TimelinessSettings) -> bool:
 def _gap_days(
     by_sender: dict[SenderKey, list[EffectiveRecord]], settings: TimelinessSettings
 ) -> dict[SenderKey, list[tuple[date, float]]]:
-    series: Counter[tuple[str, date]] = Counter()
-    names: dict[str, SenderKey] = {}
-    for key, records in by_sender.items():
-        name = f"{key[0]}/{key[1]}"
-        names[name] = key
-        for record in records:
-            series[(name, local_day(record.first_committed_at))] += 1
+    series: Counter[tuple[SenderKey, date]] = Counter(
+        (key, local_day(record.first_committed_at))
+        for key, records in by_sender.items()
+        for record in records
+    )
     found: dict[SenderKey, list[tuple[date, float]]] = defaultdict(list)
-    for name, day, _count, expected in completeness_drops(
+    for key, day, _count, expected in completeness_drops(
         series,
         ratio=_ONLY_EMPTY_DAYS,
         min_expected=settings.gap_min_expected,
         last_day=local_day(settings.as_of),
     ):
         if _in_year(day, settings):
-            found[names[name]].append((day, expected))
+            found[key].append((day, expected))
     return found
 
 
@@ -99,13 +97,11 @@ def _summary(
     gaps: dict[SenderKey, list[tuple[date, float]]],
     settings: TimelinessSettings,
 ) -> Table:
-    senders = data.sender_municipalities()
     rejected: Counter[SenderKey] = Counter()
-    for rejection in data.rejections:
+    for rejection, municipality in data.attributed_rejections:
         sender = rejection.sender_her_id
         if sender is None or not _in_year(local_day(rejection.rejected_at), settings):
             continue
-        municipality = rejection_municipality(rejection.municipality, sender, senders)
         rejected[(sender, municipality)] += 1
     backfill_hours = settings.backfill_days * 24
     today = local_day(settings.as_of)
@@ -198,14 +194,10 @@ def _gap_table(gaps: dict[SenderKey, list[tuple[date, float]]]) -> Table:
 
 
 def _rejection_reasons(data: ReportData, settings: TimelinessSettings) -> Table:
-    senders = data.sender_municipalities()
     counts: Counter[tuple[str, str, str]] = Counter()
-    for rejection in data.rejections:
+    for rejection, municipality in data.attributed_rejections:
         if not _in_year(local_day(rejection.rejected_at), settings):
             continue
-        municipality = rejection_municipality(
-            rejection.municipality, rejection.sender_her_id, senders
-        )
         sender = "" if rejection.sender_her_id is None else str(rejection.sender_her_id)
         counts[(sender, municipality, rejection.reason)] += 1
     return Table(

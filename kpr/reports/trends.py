@@ -40,8 +40,8 @@ from statistics import median
 from typing import Any
 
 from kpr.reports.guideline import nearest_rank
-from kpr.reports.quality import UNKNOWN_MUNICIPALITY, local_day, rejection_municipality
-from kpr.reports.queries import ReportData
+from kpr.reports.quality import local_day
+from kpr.reports.queries import UNKNOWN_MUNICIPALITY, ReportData
 from kpr.reports.tables import Column, ColumnKind, Share, Table
 
 __all__ = [
@@ -142,11 +142,7 @@ def _tally(data: ReportData, coverage: Table, settings: TrendSettings) -> _Tally
         tally.stay(stay.municipality or UNKNOWN_MUNICIPALITY, _periods(local_day(moment)), hours)
     for message in data.messages:
         tally.add(message.municipality, _periods(local_day(message.committed_at)), "received")
-    senders = data.sender_municipalities()
-    for rejection in data.rejections:
-        municipality = rejection_municipality(
-            rejection.municipality, rejection.sender_her_id, senders
-        )
+    for rejection, municipality in data.attributed_rejections:
         periods = _periods(local_day(rejection.rejected_at))
         tally.add(municipality, periods, "received")
         tally.add(municipality, periods, "rejected")

@@ -75,7 +75,7 @@ def test_small_cells_of_the_timeliness_table_are_suppressed_with_their_statistic
     """At the default threshold, a sender with three events shows neither the count nor
     the delay that rests on it."""
     data = _data()
-    few = ReportData(data.messages[:3], data.records[:3], (), ())
+    few = ReportData(data.records[:3], (), ())
     report = build_report_from_data(few, ReportOptions(as_of=AS_OF))
     table = report.table("sender_timeliness")
     assert table.is_suppressed(0, "events")
