@@ -129,10 +129,32 @@ async def _await_consumers(
         await asyncio.sleep(0.5)
 
 
-def _finish(process: subprocess.Popen[bytes], timeout: float = 90) -> str:
-    stdout, _ = process.communicate(timeout=timeout)
+def _finish(process: subprocess.Popen[bytes], timeout: float = UNTIL_IDLE_S + 50) -> str:
+    """The process's stdout once it has idled out; on a timeout, its log in the failure."""
+    try:
+        stdout, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError(
+            f"consumer {process.pid} still running {timeout:.0f} s after its last event "
+            f"was committed:\n{_log_of(process)}"
+        ) from None
     assert process.returncode == 0, _log_of(process)
     return stdout.decode()
+
+
+async def _await_committed(
+    settings: Settings, expected: int, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Wait (generously: a loaded machine is slow) until ``expected`` events are in the
+    store, so that the idle-out timeout of :func:`_finish` measures only the shutdown."""
+    deadline = time.monotonic() + 240
+    while (committed := (await store_summary(settings)).events_committed) < expected:
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p.pid}:\n{_log_of(p)}" for p in processes)
+            raise AssertionError(f"only {committed} of {expected} committed:\n{logs}")
+        await asyncio.sleep(0.5)
 
 
 def _count(output: str, key: str) -> int:
@@ -201,6 +223,7 @@ async def test_two_consumer_processes_share_four_partitions_exactly_once(
         assert all(sorted(f) == [False, True] for f in flags.values()), flags
         assert (await publish_events(settings, events)).all_confirmed
         assert (await publish_events(settings, events[:60])).all_confirmed  # duplicates
+        await _await_committed(settings, len(events), [first, second])
         outputs = [await asyncio.to_thread(_finish, p) for p in (first, second)]
     finally:
         for process in (first, second):
@@ -246,6 +269,7 @@ async def test_killing_the_active_consumer_hands_its_partitions_to_the_standby(
         assert committed < len(events), "the stream was over before the kill"
         flags = await _await_consumers(local_broker, settings.queue_prefix, per_queue=1)
         assert all(f == [True] for f in flags.values()), flags
+        await _await_committed(settings, len(events), [survivor])
         output = await asyncio.to_thread(_finish, survivor)
     finally:
         for process in (victim, survivor):
