@@ -3,13 +3,20 @@
 Pure functions over parsed certificates (no I/O), used by :class:`contracts.trust.TrustStore`
 while it builds and judges a chain:
 
+- :func:`certificate_problem`: whether a certificate can be judged at all. cryptography
+  parses extensions lazily, so a malformed or duplicate extension, an unknown key type or
+  a bad name would otherwise raise later, from whichever check first reads it, as an
+  exception that is not a refusal. Also: a serial that is not positive or is over 20
+  octets, an empty issuer, a subject alternative name that is not a well-formed DNS name
+  or e-mail address.
 - :func:`extension_problem`: every critical extension is one this code processes; the
   extensions that RFC 5280 requires to be critical (basicConstraints of a CA,
   policyConstraints) or non-critical (the key identifiers) are.
 - :func:`ca_problem`: why a certificate may not issue others (not a CA, basicConstraints
-  not critical, no keyCertSign, an empty subject, no subject key identifier), or ``None``.
+  not critical, no keyCertSign, an empty subject, no subject key identifier, no authority
+  key identifier below a trust anchor), or ``None``.
 - :func:`leaf_problem`: why an end-entity certificate is malformed (keyCertSign without
-  being a CA, name constraints in it, an empty subject), or ``None``.
+  being a CA, name constraints in it, no authority key identifier), or ``None``.
 - :func:`linked`: whether the child's authority key identifier names the issuer's key.
 - :func:`name_constraints_problem`: the permitted and excluded subtrees of every CA in the
   chain, applied to the names of every certificate below it (directory names, DNS names
@@ -22,14 +29,27 @@ certificate (it may end up in a receipt to the sender).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
+import warnings
 from collections.abc import Sequence
 
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 __all__ = [
+    "MAX_CONSTRAINED_NAMES",
+    "MAX_NAME_SUBTREES",
+    "PARSE_ERRORS",
+    "UNREADABLE",
     "ca_problem",
+    "certificate_problem",
     "extension_problem",
     "leaf_problem",
     "linked",
@@ -58,6 +78,84 @@ _MUST_NOT_BE_CRITICAL = (
     ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
 )
 
+#: What reading a hostile certificate can raise from cryptography: a bad encoding
+#: (ValueError, TypeError), a version other than v1-v3, a duplicate extension, a general
+#: name form it does not know, a key or signature algorithm it does not support.
+PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    CryptographyUnsupportedAlgorithm,
+)
+#: :func:`certificate_problem` of a certificate whose fields cannot all be read.
+UNREADABLE = "an extension, name or key that cannot be read"
+#: RFC 5280 4.1.2.2: a serial is positive and at most 20 octets.
+_MAX_SERIAL = 2 ** (8 * 20 - 1)
+#: Name constraints cost names x subtrees comparisons: a certificate with thousands of
+#: each (OpenSSL's many-names / many-constraints cases) is refused instead of checked.
+#: An enterprise certificate carries a handful of names; a CA a few dozen subtrees.
+MAX_CONSTRAINED_NAMES = 256
+MAX_NAME_SUBTREES = 256
+
+# RFC 1034 3.5 preferred name syntax (letters, digits, hyphens; labels of 1-63), the form
+# RFC 5280 4.2.1.6 requires of a dNSName. Internationalised names travel as A-labels.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.IGNORECASE)
+# RFC 5322 dot-atom local part, as in an addr-spec without quoting.
+_LOCAL_PART = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*", re.I)
+
+
+def _is_dns_name(value: str, *, wildcard: bool = False) -> bool:
+    if wildcard and value.startswith("*."):
+        value = value[2:]
+    if len(value) > 253 or not _DNS_NAME.fullmatch(value):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return True
+    return False  # an IP address belongs in an iPAddress name, not a dNSName
+
+
+def _is_mailbox(value: str) -> bool:
+    local, at, domain = value.rpartition("@")
+    return bool(at) and bool(_LOCAL_PART.fullmatch(local)) and _is_dns_name(domain)
+
+
+def certificate_problem(certificate: x509.Certificate) -> str | None:
+    """Why ``certificate`` cannot be judged at all, or ``None``: afterwards every field the
+    rules below read can be read without raising."""
+    try:
+        with warnings.catch_warnings():
+            # a non-positive serial only warns (for now); it is refused below instead
+            warnings.simplefilter("ignore")
+            for extension in certificate.extensions:
+                _ = extension.value
+            serial = certificate.serial_number
+            issuer, subject = certificate.issuer, certificate.subject
+            _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+            _ = (certificate.public_key(), certificate.signature_hash_algorithm)
+            _ = [attribute.value for attribute in subject]
+    except PARSE_ERRORS:
+        return UNREADABLE
+    if not 0 < serial < _MAX_SERIAL:
+        return "a serial number that is not positive or is longer than 20 octets"
+    if len(issuer) == 0:
+        return "an empty issuer"
+    san = _extension(certificate, ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    if san is not None and isinstance(san.value, x509.SubjectAlternativeName):
+        for name in san.value:
+            if isinstance(name, x509.DNSName) and not _is_dns_name(name.value, wildcard=True):
+                return "a subject alternative name that is not a well-formed DNS name"
+            if isinstance(name, x509.RFC822Name) and not _is_mailbox(name.value):
+                return "a subject alternative name that is not a well-formed e-mail address"
+    if len(subject) == 0 and (san is None or not san.critical):
+        # RFC 5280 4.1.2.6: an empty subject needs its identity in a critical SAN.
+        return "an empty subject without a critical subject alternative name"
+    return None
+
 
 def _extension(
     certificate: x509.Certificate, oid: x509.ObjectIdentifier
@@ -79,11 +177,53 @@ def extension_problem(certificate: x509.Certificate) -> str | None:
     policy = _extension(certificate, ExtensionOID.POLICY_CONSTRAINTS)
     if policy is not None and not policy.critical:
         return "a non-critical policyConstraints"
+    constraints = _extension(certificate, ExtensionOID.NAME_CONSTRAINTS)
+    if constraints is not None and not constraints.critical:
+        return "name constraints not marked critical"
+    return _key_identifier_problem(certificate)
+
+
+def _key_identifier_problem(certificate: x509.Certificate) -> str | None:
+    """RFC 5280 4.2.1.1: an authority key identifier carries the key identifier; in a
+    self-signed certificate it can only name the certificate's own key, by that
+    identifier alone (the CA/Browser Forum's rule for roots)."""
+    aki = _extension(certificate, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+    if aki is None or not isinstance(aki.value, x509.AuthorityKeyIdentifier):
+        return None
+    if aki.value.key_identifier is None:
+        return "an authority key identifier without a key identifier"
+    if certificate.subject == certificate.issuer:
+        ski = _extension(certificate, ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+        own = ski.value.digest if ski and isinstance(ski.value, x509.SubjectKeyIdentifier) else None
+        if aki.value.key_identifier != own and not _signed_by_another(certificate):
+            return "a self-signed certificate whose authority key identifier is not its own"
+        if aki.value.authority_cert_issuer is not None and not _signed_by_another(certificate):
+            return "a self-signed certificate whose authority key identifier names an issuer"
     return None
 
 
-def ca_problem(certificate: x509.Certificate) -> str | None:
-    """Why ``certificate`` may not issue certificates, or ``None`` if it may."""
+@functools.lru_cache(maxsize=256)
+def _signed_by_another(certificate: x509.Certificate) -> bool:
+    """Not signed by its own key (whatever its names say): a CA's key rollover or a
+    cross-certificate."""
+    key = certificate.public_key()
+    algorithm = certificate.signature_hash_algorithm
+    if not isinstance(key, rsa.RSAPublicKey) or algorithm is None:
+        return True
+    try:
+        parameters = certificate.signature_algorithm_parameters
+        if not isinstance(parameters, padding.PKCS1v15 | padding.PSS):
+            return True
+        key.verify(certificate.signature, certificate.tbs_certificate_bytes, parameters, algorithm)
+    except (*PARSE_ERRORS, InvalidSignature):
+        return True
+    return False
+
+
+def ca_problem(certificate: x509.Certificate, *, anchor: bool = False) -> str | None:
+    """Why ``certificate`` may not issue certificates, or ``None`` if it may. A
+    self-signed trust ``anchor`` (a configured root) may lack an authority key identifier;
+    any other CA, a cross-certified root included, must carry one (RFC 5280 4.2.1.1)."""
     problem = extension_problem(certificate)
     if problem is not None:
         return problem
@@ -103,6 +243,10 @@ def ca_problem(certificate: x509.Certificate) -> str | None:
         return "an empty subject"
     if _extension(certificate, ExtensionOID.SUBJECT_KEY_IDENTIFIER) is None:
         return "no subject key identifier"
+    if _extension(certificate, ExtensionOID.AUTHORITY_KEY_IDENTIFIER) is None and not (
+        anchor and not _signed_by_another(certificate)
+    ):
+        return "no authority key identifier"
     return None
 
 
@@ -116,8 +260,6 @@ def leaf_problem(certificate: x509.Certificate) -> str | None:
         return "keyCertSign in a certificate that is not a CA"
     if _extension(certificate, ExtensionOID.NAME_CONSTRAINTS) is not None:
         return "name constraints in an end-entity certificate"
-    if len(certificate.subject) == 0:
-        return "an empty subject"
     if _extension(certificate, ExtensionOID.AUTHORITY_KEY_IDENTIFIER) is None:
         return "no authority key identifier"
     return None
@@ -166,13 +308,54 @@ def name_constraints_problem(chain: Sequence[x509.Certificate]) -> str | None:
         constraints = extension.value
         permitted = list(constraints.permitted_subtrees or [])
         excluded = list(constraints.excluded_subtrees or [])
+        problem = _subtrees_problem(chain[index], [*permitted, *excluded])
+        if problem is not None:
+            return problem
         for position, below in enumerate(chain[:index]):
             if position > 0 and below.subject == below.issuer:
                 continue
-            problem = _names_problem(_names_of(below), permitted, excluded)
+            names = _names_of(below)
+            if len(names) > MAX_CONSTRAINED_NAMES:
+                return "more names under name constraints than are checked"
+            problem = _names_problem(names, permitted, excluded)
             if problem is not None:
                 return problem
     return None
+
+
+def _subtrees_problem(
+    certificate: x509.Certificate, subtrees: list[x509.GeneralName]
+) -> str | None:
+    """Name constraints that cannot be applied as written: too many subtrees, a DNS or
+    e-mail base that is not a name, or the minimum / maximum fields RFC 5280 4.2.1.10
+    forbids (cryptography drops them when parsing, so they are read from the DER)."""
+    if len(subtrees) > MAX_NAME_SUBTREES:
+        return "more name-constraint subtrees than are checked"
+    for subtree in subtrees:
+        if isinstance(subtree, x509.DNSName) and subtree.value and not _is_dns_name(subtree.value):
+            return "a name constraint that is not a well-formed DNS name"
+        if isinstance(subtree, x509.RFC822Name) and not (
+            _is_mailbox(subtree.value) or _is_dns_name(subtree.value.removeprefix("."))
+        ):
+            return "a name constraint that is not a well-formed e-mail address or domain"
+    if _has_subtree_bounds(certificate):
+        return "name constraints with a minimum or maximum (RFC 5280 4.2.1.10)"
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _has_subtree_bounds(certificate: x509.Certificate) -> bool:
+    parsed = asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
+    try:
+        constraints = parsed.name_constraints_value
+        native = constraints.native if constraints is not None else {}
+        for field in ("permitted_subtrees", "excluded_subtrees"):
+            for subtree in native.get(field) or []:
+                if subtree["minimum"] != 0 or subtree["maximum"] is not None:
+                    return True
+    except (ValueError, TypeError, KeyError):
+        return True  # unreadable here though cryptography read it: not as written
+    return False
 
 
 def _names_of(certificate: x509.Certificate) -> list[x509.GeneralName]:

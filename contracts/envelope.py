@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from contracts import _asn1, _cms
+from contracts.certprofile import PARSE_ERRORS, UNREADABLE, certificate_problem
 from contracts.errors import (
     DecryptionFailed,
     MalformedMessage,
@@ -76,8 +77,6 @@ CONTENT_TYPE = "application/pkcs7-mime; smime-type=signed-and-enveloped-data"
 MAX_MESSAGE_BYTES = 1_000_000  # the national service bus limit
 #: A signer and its intermediates; .NET SignedCms embeds the chain without the root.
 MAX_EMBEDDED_CERTIFICATES = 16
-#: RFC 5280 4.1.2.2: a serial is positive and at most 20 octets.
-_MAX_SERIAL = 2 ** (8 * 20 - 1)
 
 _KEY_BYTES = 32  # AES-256
 _GCM_NONCE_BYTES = 12
@@ -149,45 +148,25 @@ def _der(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
 
 
-# What reading a hostile certificate can raise from cryptography: a bad encoding
-# (ValueError, TypeError), a version other than v1-v3, a duplicate extension, a general
-# name form it does not know, a key or signature algorithm it does not support.
-_CERTIFICATE_PARSE_ERRORS = (
-    ValueError,
-    TypeError,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-    CryptographyUnsupportedAlgorithm,
-)
-
-
 @functools.lru_cache(maxsize=1024)
 def _load_embedded(der: bytes) -> x509.Certificate:
-    """An embedded certificate parsed through everything the trust path will read.
-
-    cryptography parses extensions lazily, so a malformed one would otherwise surface
-    later, inside signer matching or chain building, as an exception that is not a
-    refusal (and the message would be requeued instead of dead-lettered). Cached by DER:
-    a sender's certificates are parsed once, not per message (a refusal is not cached).
-    """
+    """An embedded certificate parsed through everything the trust path will read
+    (:func:`contracts.certprofile.certificate_problem`), so that a malformed one is a
+    refusal here and not an exception later, inside signer matching or chain building
+    (the message would be requeued instead of dead-lettered). Cached by DER: a sender's
+    certificates are parsed once, not per message (a refusal is not cached)."""
     try:
         with warnings.catch_warnings():
-            # a non-positive serial only warns (for now); it is refused below instead
+            # a non-positive serial only warns (for now); certificate_problem refuses it
             warnings.simplefilter("ignore")
             certificate = x509.load_der_x509_certificate(der)
-            for extension in certificate.extensions:
-                _ = extension.value
-            serial = certificate.serial_number
-            _ = (certificate.issuer, certificate.subject)
-            _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
-    except _CERTIFICATE_PARSE_ERRORS:
+    except PARSE_ERRORS:
         raise MalformedMessage("an embedded certificate is not well formed") from None
-    if not 0 < serial < _MAX_SERIAL:
-        raise MalformedMessage(
-            "an embedded certificate has a serial number that is not positive or is longer "
-            "than 20 octets (RFC 5280 4.1.2.2)"
-        )
+    problem = certificate_problem(certificate)
+    if problem == UNREADABLE:
+        raise MalformedMessage("an embedded certificate is not well formed")
+    if problem is not None:
+        raise MalformedMessage(f"an embedded certificate is refused: {problem}")
     return certificate
 
 

@@ -50,11 +50,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtensionOID
 
-from contracts.certprofile import ca_problem, leaf_problem, linked, name_constraints_problem
+from contracts.certprofile import (
+    PARSE_ERRORS,
+    ca_problem,
+    certificate_problem,
+    leaf_problem,
+    linked,
+    name_constraints_problem,
+)
 from contracts.errors import (
     CertificateExpired,
     CertificateRevoked,
     CrlUnavailable,
+    Rejected,
     SenderNotAuthorised,
     UnsupportedAlgorithm,
     UntrustedSigner,
@@ -158,8 +166,13 @@ class FileCrlSource:
             if crl.issuer != issuer.subject:
                 continue
             self._check_crl(index, crl, issuer, now)
-            if crl.get_revoked_certificate_by_serial_number(certificate.serial_number):
-                return True
+            try:
+                if crl.get_revoked_certificate_by_serial_number(certificate.serial_number):
+                    return True
+            except PARSE_ERRORS:
+                raise CrlUnavailable(
+                    "a configured CRL has an entry that is not well formed"
+                ) from None
         return False
 
     def _check_crl(
@@ -200,13 +213,19 @@ def _crl_problem(crl: x509.CertificateRevocationList, issuer: x509.Certificate) 
         return "its issuer has no key usage"
     if not usage.crl_sign:
         return "its issuer may not sign CRLs (no cRLSign)"
-    for extension in crl.extensions:
+    try:
+        extensions = list(crl.extensions)
+        _ = [extension.value for extension in extensions]
+    except PARSE_ERRORS:
+        return "it has an extension that is not well formed"
+    for extension in extensions:
         if extension.critical and extension.oid not in _PROCESSED_CRL_EXTENSIONS:
             return "it has a critical extension we do not process"
-    try:
-        crl.extensions.get_extension_for_class(x509.CRLNumber)
-    except x509.ExtensionNotFound:
+    number = next((e for e in extensions if e.oid == ExtensionOID.CRL_NUMBER), None)
+    if number is None:
         return "it has no CRL number"
+    if number.critical:
+        return "its CRL number is marked critical (RFC 5280 5.2.3)"
     return None
 
 
@@ -215,6 +234,41 @@ class _Chain:
     """A signature-verified chain, signer first, root last."""
 
     certificates: tuple[x509.Certificate, ...]
+
+
+@dataclass
+class _Search:
+    """One chain search: the hints to try first, the moments every issuer must be valid
+    at (``None``: any time), the issuer signatures it may still try, and the first reason
+    a complete path was refused (raised if no other path is found)."""
+
+    hints: frozenset[x509.Certificate]
+    moments: tuple[datetime, ...] | None
+    budget: int = MAX_CHAIN_CANDIDATES
+    refusal: Rejected | None = None
+
+
+def _whole_second(moment: datetime) -> datetime:
+    """Validity is encoded in whole seconds; a moment inside the last second of notAfter
+    is still within it (the floor reading of RFC 5280 4.1.2.5)."""
+    return moment.replace(microsecond=0)
+
+
+def _valid_at(certificate: x509.Certificate, moments: Iterable[datetime]) -> bool:
+    return all(
+        certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc
+        for moment in moments
+    )
+
+
+def _self_issued(certificate: x509.Certificate) -> bool:
+    return certificate.subject == certificate.issuer
+
+
+def _counted_intermediates(path: Sequence[x509.Certificate]) -> int:
+    """The intermediates of ``path`` (signer first) that count against a pathLenConstraint
+    or the depth limit: the self-issued ones do not (RFC 5280 6.1.4 (l))."""
+    return sum(1 for certificate in path[1:] if not _self_issued(certificate))
 
 
 class TrustStore:
@@ -228,16 +282,23 @@ class TrustStore:
         *,
         max_depth: int = MAX_CHAIN_DEPTH,
     ) -> None:
-        """``max_depth``: the most certificates a chain may hold, signer and root included
-        less one (the default 5 allows three intermediates and more than any national
-        chain has)."""
+        """``max_depth``: the most certificates a chain may hold below its root, signer
+        included (the default 5 allows four intermediates, more than any national chain
+        has); self-issued intermediates (key rollovers) are not counted.
+
+        A configured certificate that cannot be read (see
+        :func:`contracts.certprofile.certificate_problem`) can never be part of a valid
+        chain: it is left out of the pool and listed in :attr:`unusable`."""
         if not roots:
             raise ValueError("a trust store needs at least one root")
         if max_depth < 1:
             raise ValueError("max_depth must be at least 1")
         self._max_depth = max_depth
-        self._roots = tuple(roots)
-        self._intermediates = tuple(intermediates)
+        self.unusable: tuple[x509.Certificate, ...] = tuple(
+            c for c in (*roots, *intermediates) if certificate_problem(c) is not None
+        )
+        self._roots = tuple(c for c in roots if c not in self.unusable)
+        self._intermediates = tuple(c for c in intermediates if c not in self.unusable)
         self._root_set = frozenset(self._roots)
         self._by_subject: dict[x509.Name, list[x509.Certificate]] = {}
         for certificate in (*self._intermediates, *self._roots):
@@ -296,18 +357,8 @@ class TrustStore:
         let a configured intermediate with the same encoding be tried first.
         """
         current = now or datetime.now(UTC)
-        _check_signer_usage(signer)
-        chain = self._chain_for(signer, hints)
-        for certificate in chain.certificates:
-            for moment in (at, current):
-                if not (
-                    certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc
-                ):
-                    which = "signer" if certificate is signer else "CA"
-                    raise CertificateExpired(
-                        f"a {which} certificate is outside its validity period "
-                        "at signing time or now"
-                    )
+        moments = (_whole_second(at), _whole_second(current))
+        chain = self._chain_for(signer, frozenset(hints), moments)
         if self._crls is not None:
             for certificate, issuer in zip(
                 chain.certificates, chain.certificates[1:], strict=False
@@ -316,22 +367,28 @@ class TrustStore:
                     which = "signer" if certificate is signer else "CA"
                     raise CertificateRevoked(f"the {which} certificate is revoked")
 
-    def _chain_for(self, signer: x509.Certificate, hints: Sequence[x509.Certificate]) -> _Chain:
+    def _chain_for(
+        self,
+        signer: x509.Certificate,
+        hints: frozenset[x509.Certificate],
+        moments: tuple[datetime, ...],
+    ) -> _Chain:
         cached = self._chains.get(signer)
-        if cached is not None:
+        if cached is not None and all(_valid_at(c, moments) for c in cached.certificates):
             return cached
-        check_certificate_algorithms(signer)
-        if signer in self._root_set or signer.issuer == signer.subject:
-            raise UntrustedSigner("a self-signed certificate cannot sign messages")
-        problem = leaf_problem(signer)
-        if problem is not None:
-            raise UntrustedSigner(f"the signer certificate is not valid: {problem}")
-        chain = self._build(signer, (signer,), frozenset(hints), [MAX_CHAIN_CANDIDATES])
+        self._judge_signer(signer)
+        if not _valid_at(signer, moments):
+            raise CertificateExpired(
+                "a signer certificate is outside its validity period at signing time or now"
+            )
+        chain = self._search(signer, _Search(hints, moments))
         if chain is None:
+            # Tell an expired CA from no chain at all: the same search at any time.
+            if self._search(signer, _Search(hints, None)) is not None:
+                raise CertificateExpired(
+                    "a CA certificate is outside its validity period at signing time or now"
+                )
             raise UntrustedSigner("no chain from the signer certificate to a trusted root")
-        problem = name_constraints_problem(chain)
-        if problem is not None:
-            raise UntrustedSigner(f"the chain breaks its name constraints: {problem}")
         result = _Chain(chain)
         with self._lock:
             if len(self._chains) >= _CHAIN_CACHE_SIZE:
@@ -339,38 +396,75 @@ class TrustStore:
             self._chains[signer] = result
         return result
 
+    def _judge_signer(self, signer: x509.Certificate) -> None:
+        """The signer alone, before any chain: readable, a sound algorithm, not a CA or
+        self-signed, an end-entity profile, the signing key usage."""
+        problem = certificate_problem(signer)
+        if problem is not None:
+            raise UntrustedSigner(f"the signer certificate is not valid: {problem}")
+        check_certificate_algorithms(signer)
+        if signer in self._root_set or _self_issued(signer):
+            raise UntrustedSigner("a self-signed certificate cannot sign messages")
+        _check_signer_usage(signer)
+        problem = leaf_problem(signer)
+        if problem is not None:
+            raise UntrustedSigner(f"the signer certificate is not valid: {problem}")
+
+    def _search(
+        self, signer: x509.Certificate, search: _Search
+    ) -> tuple[x509.Certificate, ...] | None:
+        """A chain from ``signer`` to a root that also keeps every name constraint in it;
+        if none does, the search's first refusal (a broken constraint, a weak algorithm)
+        is raised."""
+        chain = self._build(signer, (signer,), search)
+        if chain is None and search.refusal is not None:
+            raise search.refusal
+        return chain
+
     def _build(
         self,
         certificate: x509.Certificate,
         path: tuple[x509.Certificate, ...],
-        hints: frozenset[x509.Certificate],
-        budget: list[int],
+        search: _Search,
     ) -> tuple[x509.Certificate, ...] | None:
-        """Depth first from ``certificate`` to a root; ``budget`` (one counter shared by
-        the whole search) is the number of issuer signatures it may still try."""
-        if len(path) > self._max_depth:
+        """Depth first from ``certificate`` to a root. Each issuer signature tried uses up
+        one of the search's budget, so no pool of look-alike issuers makes it exponential."""
+        if 1 + _counted_intermediates(path) > self._max_depth:
             return None
         candidates = sorted(
-            self._by_subject.get(certificate.issuer, ()), key=lambda c: c not in hints
+            self._by_subject.get(certificate.issuer, ()), key=lambda c: c not in search.hints
         )
         for issuer in candidates:
+            anchor = issuer in self._root_set
             if (
                 issuer in path
-                or not _may_issue(issuer, cas_below=len(path) - 1)
+                or not _may_issue(issuer, cas_below=_counted_intermediates(path), anchor=anchor)
                 or not linked(certificate, issuer)
+                or (search.moments is not None and not _valid_at(issuer, search.moments))
             ):
                 continue
-            if budget[0] <= 0:
+            if search.budget <= 0:
                 return None
-            budget[0] -= 1
+            search.budget -= 1
             try:
                 certificate.verify_directly_issued_by(issuer)
-            except (ValueError, TypeError, InvalidSignature):
+            except (*PARSE_ERRORS, InvalidSignature):
                 continue
-            check_certificate_algorithms(issuer)
-            if issuer in self._root_set:
-                return (*path, issuer)
-            found = self._build(issuer, (*path, issuer), hints, budget)
+            try:
+                check_certificate_algorithms(issuer)
+            except UnsupportedAlgorithm as error:
+                search.refusal = search.refusal or error
+                continue
+            if anchor:
+                complete = (*path, issuer)
+                problem = name_constraints_problem(complete)
+                if problem is None:
+                    return complete
+                search.refusal = search.refusal or UntrustedSigner(
+                    f"the chain breaks its name constraints: {problem}"
+                )
+                continue
+            found = self._build(issuer, (*path, issuer), search)
             if found is not None:
                 return found
         return None
@@ -398,10 +492,10 @@ def _check_signer_usage(signer: x509.Certificate) -> None:
         )
 
 
-def _may_issue(issuer: x509.Certificate, *, cas_below: int) -> bool:
+def _may_issue(issuer: x509.Certificate, *, cas_below: int, anchor: bool) -> bool:
     """Whether ``issuer`` is a CA (RFC 5280: basicConstraints critical, keyCertSign, a
-    subject and a key identifier) allowed to sit ``cas_below`` intermediates above the leaf."""
-    if ca_problem(issuer) is not None:
+    subject and key identifiers) allowed to sit ``cas_below`` intermediates above the leaf."""
+    if ca_problem(issuer, anchor=anchor) is not None:
         return False
     constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     return constraints.path_length is None or cas_below <= constraints.path_length

@@ -13,6 +13,7 @@ for random edits of the embedded certificates.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -183,6 +184,43 @@ def test_a_hostile_embedded_certificate_is_refused_not_a_crash(
     assert isinstance(outcome, MalformedMessage | UntrustedSigner), outcome
 
 
+def _loaded(der: bytes) -> x509.Certificate | None:
+    """The edited certificate as cryptography loads it, or ``None`` if it will not (then
+    only the opener's parse can meet it, which the test above covers)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return x509.load_der_x509_certificate(der)
+    except (ValueError, x509.InvalidVersion):
+        return None
+
+
+def test_a_hostile_certificate_handed_to_the_trust_store_is_refused_not_a_crash(
+    dev_pki: PkiDir,
+) -> None:
+    """The same edits, given to :class:`TrustStore` directly (as a signer, and as a
+    configured intermediate): an :class:`UntrustedSigner`, never another exception. A
+    configured certificate that cannot be read is left out of the pool and listed."""
+    signer = dev_pki.sender.signing_identity.certificate
+    (intermediate,) = dev_pki.intermediates
+    judged = 0
+    for name, edit in HOSTILE_EDITS.items():
+        hostile_signer = _loaded(_edited(signer, edit))
+        if hostile_signer is not None:
+            judged += 1
+            with pytest.raises(UntrustedSigner):
+                dev_pki.trust_store().verify(hostile_signer, at=datetime.now(UTC))
+        hostile_ca = _loaded(_edited(intermediate, edit))
+        if hostile_ca is not None:
+            judged += 1
+            store = TrustStore([dev_pki.root], intermediates=[hostile_ca])
+            with pytest.raises(UntrustedSigner, match="no chain"):
+                store.verify(signer, at=datetime.now(UTC))
+            if "serial" in name or "IP" in name or "malformed" in name or "twice" in name:
+                assert store.unusable == (hostile_ca,), name
+    assert judged >= len(HOSTILE_EDITS), judged  # most edits load; each of those is judged
+
+
 def test_a_certificate_set_of_hundreds_is_refused_before_any_is_parsed(
     dev_pki: PkiDir, trust: TrustStore
 ) -> None:
@@ -280,17 +318,18 @@ def test_a_pool_of_look_alike_issuers_cannot_make_the_chain_search_exponential(
     checks = 0
     may_issue = trust_module._may_issue
 
-    def counted(issuer: x509.Certificate, *, cas_below: int) -> bool:
+    def counted(issuer: x509.Certificate, *, cas_below: int, anchor: bool) -> bool:
         nonlocal checks
         checks += 1
         assert checks < 10_000, "the chain search is not bounded"
-        return may_issue(issuer, cas_below=cas_below)
+        return may_issue(issuer, cas_below=cas_below, anchor=anchor)
 
     monkeypatch.setattr(trust_module, "_may_issue", counted)
     store = TrustStore([root], intermediates=pool)
     with pytest.raises(UntrustedSigner, match="no chain"):
         store.verify(leaf, hints=(), at=datetime.now(UTC))
-    assert checks <= trust_module.MAX_CHAIN_CANDIDATES * len(pool)
+    # two searches: at the signing time and now, then at any time (expired, or no chain?)
+    assert checks <= 2 * trust_module.MAX_CHAIN_CANDIDATES * len(pool)
 
 
 def test_kpr_open_refuses_a_hostile_certificate_in_one_line_with_exit_3(

@@ -13,12 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
-from contracts.errors import CrlUnavailable, UnsupportedAlgorithm, UntrustedSigner
+from contracts.certprofile import MAX_CONSTRAINED_NAMES, MAX_NAME_SUBTREES
+from contracts.errors import (
+    CertificateExpired,
+    CrlUnavailable,
+    UnsupportedAlgorithm,
+    UntrustedSigner,
+)
 from contracts.trust import FileCrlSource, TrustStore
 
 NOW = datetime.now(UTC)
@@ -68,8 +75,11 @@ class Spec:
     aki: bool = True
     aki_critical: bool = False
     aki_key: str | None = None  # whose key the AKI names (default: the issuer's)
+    aki_form: str = "key-id"  # or "issuer-and-serial" (no key identifier)
     extra: list[tuple[x509.ExtensionType, bool]] = field(default_factory=list)
     key_bits: int = 2048
+    path_length: int | None = None
+    not_after: datetime | None = None
 
 
 def _public_key(name: str, bits: int) -> rsa.RSAPublicKey:
@@ -89,8 +99,10 @@ def _build(spec: Spec, key_name: str, issuer: x509.Name, issuer_key: str) -> x50
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=spec.ca, path_length=None), spec.bc_critical)
+        .not_valid_after(spec.not_after or NOW + timedelta(days=30))
+        .add_extension(
+            x509.BasicConstraints(ca=spec.ca, path_length=spec.path_length), spec.bc_critical
+        )
     )
     if spec.usage is not None:
         builder = builder.add_extension(spec.usage, critical=True)
@@ -100,9 +112,10 @@ def _build(spec: Spec, key_name: str, issuer: x509.Name, issuer_key: str) -> x50
         )
     if spec.aki:
         named = _key(spec.aki_key or issuer_key).public_key()
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(named), spec.aki_critical
-        )
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(named)
+        if spec.aki_form == "issuer-and-serial":
+            aki = x509.AuthorityKeyIdentifier(None, [x509.DirectoryName(issuer)], 1)
+        builder = builder.add_extension(aki, spec.aki_critical)
     for extension, critical in spec.extra:
         builder = builder.add_extension(extension, critical)
     return builder.sign(_key(issuer_key), hashes.SHA256())
@@ -160,6 +173,28 @@ def _unknown() -> x509.ExtensionType:
 
 NC = x509.NameConstraints
 
+
+def _unchecked_dns_constraint(base: str) -> x509.NameConstraints:
+    """A permitted DNS subtree that cryptography's constructor would refuse."""
+    constraints = NC([x509.DNSName("placeholder.example")], None)
+    unchecked = [x509.DNSName._init_without_validation(base)]
+    constraints._permitted_subtrees = unchecked  # type: ignore[attr-defined]
+    return constraints
+
+
+def _bounded_constraints(*, minimum: int = 0, maximum: int | None = None) -> x509.ExtensionType:
+    """A permitted subtree with the minimum / maximum fields (DER from asn1crypto: no
+    builder writes them, and cryptography drops them when it reads)."""
+    subtree: dict[str, Any] = {
+        "base": asn1_x509.GeneralName(name="dns_name", value="example.com"),
+        "minimum": minimum,
+    }
+    if maximum is not None:
+        subtree["maximum"] = maximum
+    value = asn1_x509.NameConstraints({"permitted_subtrees": [subtree]}).dump()
+    return x509.UnrecognizedExtension(ExtensionOID.NAME_CONSTRAINTS, value)
+
+
 BROKEN: dict[str, tuple[Callable[[dict[str, Spec]], None], str]] = {
     # the signer
     "leaf with keyCertSign": (
@@ -175,14 +210,42 @@ BROKEN: dict[str, tuple[Callable[[dict[str, Spec]], None], str]] = {
     "CA basicConstraints not critical": (_set("ca", bc_critical=False), "no chain"),
     "CA without keyCertSign": (_set("ca", usage=_usage(crl_sign=True)), "no chain"),
     "CA without key usage": (_set("ca", usage=None), "no chain"),
-    "CA with an empty subject": (_set("ca", subject=x509.Name([])), "no chain"),
+    "CA with an empty subject": (_set("ca", subject=x509.Name([])), "empty issuer"),
     "CA without a subject key identifier": (_set("ca", ski=False), "no chain"),
     "CA with an unknown critical extension": (_add("ca", _unknown(), True), "no chain"),
     "CA with a non-critical policyConstraints": (
         _add("ca", x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None),
              False), "no chain"),
     "leaf AKI naming another key": (_set("leaf", aki_key="stranger"), "no chain"),
+    "CA without an authority key identifier": (_set("ca", aki=False), "no chain"),
+    "CA with non-critical name constraints": (
+        _add("ca", NC([x509.DirectoryName(_name((NameOID.ORGANIZATION_NAME, "Test Trust")))],
+                      None), False), "no chain"),
+    "leaf AKI without a key identifier": (
+        _set("leaf", aki_form="issuer-and-serial"), "without a key identifier"),
+    "leaf SAN with an underscore in a DNS name": (
+        _add("leaf", x509.SubjectAlternativeName([x509.DNSName("foo_bar.example.com")]), False),
+        "DNS name"),
+    "leaf SAN with an IP address as a DNS name": (
+        _add("leaf", x509.SubjectAlternativeName([x509.DNSName("192.0.2.7")]), False),
+        "DNS name"),
+    "leaf SAN with a DNS name of an empty label": (
+        _add("leaf", x509.SubjectAlternativeName([x509.DNSName("a..example.com")]), False),
+        "DNS name"),
+    "leaf SAN with two @ in an e-mail address": (
+        _add("leaf", x509.SubjectAlternativeName(
+            [x509.RFC822Name._init_without_validation("a@b@example.com")]), False),
+        "e-mail address"),
+    "leaf with an empty subject and a non-critical SAN": (
+        lambda parts: (
+            _set("leaf", subject=x509.Name([]))(parts),
+            _add("leaf", x509.SubjectAlternativeName([x509.DNSName("signer.example")]),
+                 False)(parts),
+        ), "empty subject"),
     # the root
+    "root whose AKI names another key": (_set("root", aki=True, aki_key="stranger"), "no chain"),
+    "root AKI without a key identifier": (
+        _set("root", aki=True, aki_form="issuer-and-serial"), "no chain"),
     "root basicConstraints not critical": (_set("root", bc_critical=False), "no chain"),
     "root with an unknown critical extension": (_add("root", _unknown(), True), "no chain"),
     # name constraints of the CA, broken by the signer
@@ -224,6 +287,22 @@ BROKEN: dict[str, tuple[Callable[[dict[str, Spec]], None], str]] = {
             _add("leaf", x509.SubjectAlternativeName(
                 [x509.UniformResourceIdentifier("http://x.example/a")]), False)(parts),
         ), "do not process"),
+    "a DNS constraint with a leading period": (
+        _add("ca", _unchecked_dns_constraint(".example.com"), True), "not a well-formed DNS name"),
+    "a constraint with a minimum": (
+        _add("ca", _bounded_constraints(minimum=1), True), "minimum or maximum"),
+    "a constraint with a maximum": (
+        _add("ca", _bounded_constraints(maximum=2), True), "minimum or maximum"),
+    "more subtrees than are checked": (
+        _add("ca", NC([x509.DNSName(f"h{i}.example") for i in range(MAX_NAME_SUBTREES + 1)],
+                      None), True), "more name-constraint subtrees"),
+    "more names under constraints than are checked": (
+        lambda parts: (
+            _add("ca", NC(None, [x509.DNSName("bad.example")]), True)(parts),
+            _add("leaf", x509.SubjectAlternativeName(
+                [x509.DNSName(f"h{i}.ok.example") for i in range(MAX_CONSTRAINED_NAMES)]),
+                False)(parts),
+        ), "more names"),
 }  # fmt: skip
 
 
@@ -252,6 +331,22 @@ ALLOWED: dict[str, Callable[[dict[str, Spec]], None]] = {
             False,
         )(parts),
     ),
+    "an empty leaf subject with a critical SAN": lambda parts: (
+        _set("leaf", subject=x509.Name([]))(parts),
+        _add("leaf", x509.SubjectAlternativeName([x509.DNSName("signer.example")]), True)(parts),
+    ),
+    "a root AKI naming its own key": _set("root", aki=True),
+    "well-formed DNS, wildcard and e-mail SANs": _add(
+        "leaf",
+        x509.SubjectAlternativeName(
+            [
+                x509.DNSName("xn--bk-fia.example"),
+                x509.DNSName("*.signer.example"),
+                x509.RFC822Name("post.mottak@kommune.example"),
+            ]
+        ),
+        False,
+    ),
     "a critical certificatePolicies": _add(
         "leaf", x509.CertificatePolicies([x509.PolicyInformation(UNKNOWN_OID, None)]), True
     ),
@@ -278,7 +373,11 @@ def test_the_chain_depth_limit_can_be_set() -> None:
 
 
 def _crl(
-    tmp_path: Path, *, number: bool = True, extra: x509.ExtensionType | None = None
+    tmp_path: Path,
+    *,
+    number: bool = True,
+    number_critical: bool = False,
+    extra: x509.ExtensionType | None = None,
 ) -> FileCrlSource:
     builder = (
         x509.CertificateRevocationListBuilder()
@@ -287,7 +386,7 @@ def _crl(
         .next_update(NOW + timedelta(days=1))
     )
     if number:
-        builder = builder.add_extension(x509.CRLNumber(7), critical=False)
+        builder = builder.add_extension(x509.CRLNumber(7), critical=number_critical)
     if extra is not None:
         builder = builder.add_extension(extra, critical=True)
     path = tmp_path / "issuing.crl"
@@ -304,7 +403,7 @@ def test_a_good_crl_is_used(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("crl_kind", "words"),
     [("without a CRL number", "no CRL number"), ("delta CRL (critical)", "critical extension"),
-     ("issuer without cRLSign", "cRLSign")],
+     ("issuer without cRLSign", "cRLSign"), ("critical CRL number", "marked critical")],
 )  # fmt: skip
 def test_a_crl_that_cannot_be_trusted_is_unavailable(
     crl_kind: str, words: str, tmp_path: Path
@@ -314,7 +413,8 @@ def test_a_crl_that_cannot_be_trusted_is_unavailable(
     )
     source = _crl(
         tmp_path,
-        number="number" not in crl_kind,
+        number=crl_kind != "without a CRL number",
+        number_critical=crl_kind == "critical CRL number",
         extra=x509.DeltaCRLIndicator(6) if "delta" in crl_kind else None,
     )
     with pytest.raises(CrlUnavailable, match=words):
@@ -352,3 +452,72 @@ def test_a_self_issued_intermediate_is_not_held_to_its_issuers_name_constraints(
     root, ca, rollover, outside = _rollover_chain(constrained_leaf=False)
     with pytest.raises(UntrustedSigner, match="permitted"):
         TrustStore([root], intermediates=[ca, rollover]).verify(outside, at=NOW)
+
+
+def test_validity_is_judged_to_the_whole_second() -> None:
+    """notAfter is encoded in whole seconds: 0.5 s into that second is still valid (the
+    floor reading of RFC 5280 4.1.2.5), the next second is not."""
+    not_after = (NOW + timedelta(hours=1)).replace(microsecond=0)
+    root, ca, leaf = chain(_set("leaf", not_after=not_after))
+    store = TrustStore([root], intermediates=[ca])
+    store.verify(leaf, at=NOW, now=not_after + timedelta(milliseconds=500))
+    with pytest.raises(CertificateExpired, match="signer"):
+        store.verify(leaf, at=NOW, now=not_after + timedelta(seconds=1))
+
+
+def _ca_variant(**changes: Any) -> x509.Certificate:
+    """Another certificate for the issuing CA: same name and key, other contents."""
+    spec = specs()["ca"]
+    for name, value in changes.items():
+        setattr(spec, name, value)
+    return _build(spec, "ca", ROOT_NAME, "root")
+
+
+def test_an_expired_ca_certificate_does_not_hide_a_valid_one_for_the_same_ca() -> None:
+    """Two certificates for one CA, one expired: whichever is listed first, the search
+    goes on to the valid one; with only the expired one, the refusal says expired."""
+    root, valid, leaf = chain()
+    expired = _ca_variant(not_after=NOW - timedelta(hours=1))
+    for pool in ([expired, valid], [valid, expired]):
+        TrustStore([root], intermediates=pool).verify(leaf, at=NOW)
+    with pytest.raises(CertificateExpired, match="CA"):
+        TrustStore([root], intermediates=[expired]).verify(leaf, at=NOW)
+
+
+def test_a_chain_that_breaks_a_name_constraint_does_not_hide_one_that_keeps_it() -> None:
+    """Two certificates for the issuing CA, one excluding the signer's organisation: the
+    chain through the other is found; with only the constraining one, it is refused."""
+    root, free, leaf = chain()
+    excluding = NC(None, [x509.DirectoryName(_name((NameOID.ORGANIZATION_NAME, "Test Trust")))])
+    constrained = _ca_variant(extra=[(excluding, True)])
+    for pool in ([constrained, free], [free, constrained]):
+        TrustStore([root], intermediates=pool).verify(leaf, at=NOW)
+    with pytest.raises(UntrustedSigner, match="excluded"):
+        TrustStore([root], intermediates=[constrained]).verify(leaf, at=NOW)
+
+
+def test_a_self_issued_certificate_counts_against_neither_path_length_nor_depth() -> None:
+    """RFC 5280 6.1.4 (l): root -> CA (pathLenConstraint 0) -> the CA's self-issued
+    rollover certificate -> leaf is within the CA's path length, and within a depth limit
+    of two (signer and one CA); a second, distinct CA below the first is not."""
+    root = _build(specs()["root"], "root", ROOT_NAME, "root")
+    ca = _ca_variant(path_length=0)
+    rollover = _build(Spec(CA_NAME, ca=True, usage=CA_USAGE), "ca-new", CA_NAME, "ca")
+    leaf = _build(Spec(LEAF_NAME, ca=False, usage=SIGNER_USAGE), "leaf-2048", CA_NAME, "ca-new")
+    TrustStore([root], intermediates=[ca, rollover], max_depth=2).verify(leaf, at=NOW)
+
+    sub_name = _name((NameOID.ORGANIZATION_NAME, "Test Trust"), (NameOID.COMMON_NAME, "Sub"))
+    sub = _build(Spec(sub_name, ca=True, usage=CA_USAGE), "sub", CA_NAME, "ca")
+    below_sub = _build(Spec(LEAF_NAME, ca=False, usage=SIGNER_USAGE), "leaf-2048", sub_name, "sub")
+    with pytest.raises(UntrustedSigner, match="no chain"):
+        TrustStore([root], intermediates=[ca, sub]).verify(below_sub, at=NOW)
+
+
+def test_a_cross_certified_root_needs_an_authority_key_identifier() -> None:
+    """A configured root that another CA issued (a cross-certificate) is held to RFC 5280
+    4.2.1.1 like any CA; only a self-signed anchor may leave the AKI out."""
+    *_, leaf = chain()
+    cross = _build(Spec(CA_NAME, ca=True, usage=CA_USAGE, aki=False), "ca", ROOT_NAME, "root")
+    with pytest.raises(UntrustedSigner, match="no chain"):
+        TrustStore([cross]).verify(leaf, at=NOW)
+    TrustStore([_ca_variant()]).verify(leaf, at=NOW)  # the same with its AKI
