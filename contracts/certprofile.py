@@ -18,6 +18,10 @@ while it builds and judges a chain:
 - :func:`leaf_problem`: why an end-entity certificate is malformed (keyCertSign without
   being a CA, name constraints in it, no authority key identifier), or ``None``.
 - :func:`linked`: whether the child's authority key identifier names the issuer's key.
+- :func:`policy_problem`: RFC 5280 6.1 certificate policy processing for the any-policy
+  initial set (a register accepts every policy its CAs assert): the valid policy set
+  through the chain, requireExplicitPolicy and inhibitAnyPolicy; policy mappings are not
+  applied, so a chain that would need them to find an explicit policy is refused.
 - :func:`name_constraints_problem`: the permitted and excluded subtrees of every CA in the
   chain, applied to the names of every certificate below it (directory names, DNS names
   including wildcards, e-mail addresses, IP addresses); a constrained name form we do not
@@ -54,6 +58,7 @@ __all__ = [
     "leaf_problem",
     "linked",
     "name_constraints_problem",
+    "policy_problem",
 ]
 
 #: Extensions whose meaning this code applies (or that cannot change a signature decision:
@@ -444,3 +449,67 @@ def _email_within(address: str, constraint: str) -> bool:
     if constraint.startswith("."):
         return host.endswith(constraint)
     return host == constraint
+
+
+# -- certificate policies ---------------------------------------------------------------
+
+_ANY_POLICY = x509.oid.CertificatePoliciesOID.ANY_POLICY
+
+
+def policy_problem(chain: Sequence[x509.Certificate]) -> str | None:
+    """``chain`` is leaf first, trust anchor last. RFC 5280 6.1.2 to 6.1.5 with
+    user-initial-policy-set = {anyPolicy} and no initial inhibitions; the trust anchor is
+    input, not part of the path, so its own extensions are not processed.
+
+    Without policy mappings, every node of the valid policy tree at one depth has one
+    expected policy, its own, so the tree reduces to the set of valid policies at that
+    depth (``None``: the NULL tree)."""
+    path = list(reversed(chain[:-1]))  # from the CA below the anchor down to the leaf
+    n = len(path)
+    explicit_policy = inhibit_any_policy = n + 1
+    valid: set[x509.ObjectIdentifier] | None = {_ANY_POLICY}
+    mapped = False
+    for i, certificate in enumerate(path, start=1):
+        self_issued = certificate.subject == certificate.issuer
+        policies = _extension(certificate, ExtensionOID.CERTIFICATE_POLICIES)
+        if policies is None or not isinstance(policies.value, x509.CertificatePolicies):
+            valid = None
+        elif valid is not None:
+            asserted = {information.policy_identifier for information in policies.value}
+            honour_any = inhibit_any_policy > 0 or (i < n and self_issued)
+            kept = {p for p in asserted - {_ANY_POLICY} if p in valid or _ANY_POLICY in valid}
+            if _ANY_POLICY in asserted and honour_any:
+                kept |= valid
+            valid = kept or None
+        if valid is None and explicit_policy == 0:
+            return "no acceptable certificate policy where the chain requires one"
+        if i == n:
+            break
+        # 6.1.4: preparing for the next certificate
+        if _extension(certificate, ExtensionOID.POLICY_MAPPINGS) is not None:
+            mapped = True
+        if not self_issued:
+            explicit_policy = max(0, explicit_policy - 1)
+            inhibit_any_policy = max(0, inhibit_any_policy - 1)
+        constraints = _extension(certificate, ExtensionOID.POLICY_CONSTRAINTS)
+        if constraints is not None and isinstance(constraints.value, x509.PolicyConstraints):
+            required = constraints.value.require_explicit_policy
+            if required is not None:
+                explicit_policy = min(explicit_policy, required)
+        inhibit = _extension(certificate, ExtensionOID.INHIBIT_ANY_POLICY)
+        if inhibit is not None and isinstance(inhibit.value, x509.InhibitAnyPolicy):
+            inhibit_any_policy = min(inhibit_any_policy, inhibit.value.skip_certs)
+    # 6.1.5 wrap-up, for the leaf
+    explicit_policy = max(0, explicit_policy - 1)
+    leaf_constraints = _extension(chain[0], ExtensionOID.POLICY_CONSTRAINTS)
+    if (
+        leaf_constraints is not None
+        and isinstance(leaf_constraints.value, x509.PolicyConstraints)
+        and leaf_constraints.value.require_explicit_policy == 0
+    ):
+        explicit_policy = 0
+    if explicit_policy == 0 and valid is None:
+        return "no acceptable certificate policy where the chain requires one"
+    if explicit_policy == 0 and mapped:
+        return "an explicit policy that depends on policy mappings, which are not applied"
+    return None

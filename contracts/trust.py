@@ -14,8 +14,8 @@ profile it cannot do the following:
 - It validates at one time, while a signer is judged at its signing time and at now.
 - It refuses every ``directoryName`` name constraint as unsupported, and DN subtrees are
   the constraint form a CA for organisations uses.
-- It does no policy processing, and treats a critical certificatePolicies as an
-  unaccounted-for extension.
+- It does no policy processing (requireExplicitPolicy, inhibitAnyPolicy), and treats a
+  critical certificatePolicies as an unaccounted-for extension.
 - It neither reads CRLs nor checks a signer's nonRepudiation and organisation number.
 - Its client verifier expects the WebPKI end-entity profile (EKU, SAN). An enterprise
   signing certificate is not issued under that profile, so the profile had to be replaced
@@ -57,6 +57,7 @@ from contracts.certprofile import (
     leaf_problem,
     linked,
     name_constraints_problem,
+    policy_problem,
 )
 from contracts.errors import (
     CertificateExpired,
@@ -358,7 +359,7 @@ class TrustStore:
         """
         current = now or datetime.now(UTC)
         moments = (_whole_second(at), _whole_second(current))
-        chain = self._chain_for(signer, frozenset(hints), moments)
+        chain = self._chain_for(signer, hints, moments)
         if self._crls is not None:
             for certificate, issuer in zip(
                 chain.certificates, chain.certificates[1:], strict=False
@@ -370,7 +371,7 @@ class TrustStore:
     def _chain_for(
         self,
         signer: x509.Certificate,
-        hints: frozenset[x509.Certificate],
+        hints: Sequence[x509.Certificate],
         moments: tuple[datetime, ...],
     ) -> _Chain:
         cached = self._chains.get(signer)
@@ -381,10 +382,11 @@ class TrustStore:
             raise CertificateExpired(
                 "a signer certificate is outside its validity period at signing time or now"
             )
-        chain = self._search(signer, _Search(hints, moments))
+        pool_first = frozenset(hints)
+        chain = self._search(signer, _Search(pool_first, moments))
         if chain is None:
             # Tell an expired CA from no chain at all: the same search at any time.
-            if self._search(signer, _Search(hints, None)) is not None:
+            if self._search(signer, _Search(pool_first, None)) is not None:
                 raise CertificateExpired(
                     "a CA certificate is outside its validity period at signing time or now"
                 )
@@ -458,11 +460,13 @@ class TrustStore:
             if anchor:
                 complete = (*path, issuer)
                 problem = name_constraints_problem(complete)
+                if problem is not None:
+                    problem = f"the chain breaks its name constraints: {problem}"
+                else:
+                    problem = policy_problem(complete)
                 if problem is None:
                     return complete
-                search.refusal = search.refusal or UntrustedSigner(
-                    f"the chain breaks its name constraints: {problem}"
-                )
+                search.refusal = search.refusal or UntrustedSigner(problem)
                 continue
             found = self._build(issuer, (*path, issuer), search)
             if found is not None:

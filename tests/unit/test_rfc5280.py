@@ -521,3 +521,81 @@ def test_a_cross_certified_root_needs_an_authority_key_identifier() -> None:
     with pytest.raises(UntrustedSigner, match="no chain"):
         TrustStore([cross]).verify(leaf, at=NOW)
     TrustStore([_ca_variant()]).verify(leaf, at=NOW)  # the same with its AKI
+
+
+POLICY_A = x509.ObjectIdentifier("2.16.578.1.26.1.3.2")  # an example national policy OID
+POLICY_B = x509.ObjectIdentifier("2.16.578.1.26.1.3.99")
+ANY_POLICY = x509.oid.CertificatePoliciesOID.ANY_POLICY
+
+
+def _policies(*oids: x509.ObjectIdentifier) -> tuple[x509.ExtensionType, bool]:
+    return x509.CertificatePolicies([x509.PolicyInformation(oid, None) for oid in oids]), False
+
+
+def _require_explicit(skip: int) -> tuple[x509.ExtensionType, bool]:
+    return x509.PolicyConstraints(require_explicit_policy=skip, inhibit_policy_mapping=None), True
+
+
+def _policy_mapping(issuer: x509.ObjectIdentifier, subject: x509.ObjectIdentifier) -> Any:
+    """policyMappings (cryptography has no type for it, so the DER comes from asn1crypto)."""
+    value = asn1_x509.PolicyMappings(
+        [{"issuer_domain_policy": issuer.dotted_string,
+          "subject_domain_policy": subject.dotted_string}]
+    ).dump()  # fmt: skip
+    return x509.UnrecognizedExtension(ExtensionOID.POLICY_MAPPINGS, value), False
+
+
+def _policy_chain(
+    ca: list[tuple[x509.ExtensionType, bool]], leaf: list[Any]
+) -> Callable[..., None]:
+    def edit(parts: dict[str, Spec]) -> None:
+        parts["ca"].extra.extend(ca)
+        parts["leaf"].extra.extend(leaf)
+
+    return edit
+
+
+POLICY_CASES: dict[str, tuple[Callable[..., None], bool]] = {
+    # (CA extensions, leaf extensions) -> accepted?
+    "no policies anywhere, none required": (_policy_chain([], []), True),
+    "policies that do not meet, none required": (
+        _policy_chain([_policies(POLICY_A)], [_policies(POLICY_B)]), True),
+    "an explicit policy required, the leaf asserts none": (
+        _policy_chain([_policies(POLICY_A), _require_explicit(0)], []), False),
+    "an explicit policy required, CA and leaf share it": (
+        _policy_chain([_policies(POLICY_A), _require_explicit(0)], [_policies(POLICY_A)]), True),
+    "an explicit policy required, the leaf asserts another": (
+        _policy_chain([_policies(POLICY_A), _require_explicit(0)], [_policies(POLICY_B)]), False),
+    "an explicit policy required, the CA asserts anyPolicy": (
+        _policy_chain([_policies(ANY_POLICY), _require_explicit(0)], [_policies(POLICY_B)]), True),
+    "anyPolicy inhibited below the CA, the leaf asserts only anyPolicy": (
+        _policy_chain(
+            [_policies(ANY_POLICY), _require_explicit(0), (x509.InhibitAnyPolicy(0), True)],
+            [_policies(ANY_POLICY)]), False),
+    "anyPolicy allowed, the leaf asserts only anyPolicy": (
+        _policy_chain([_policies(ANY_POLICY), _require_explicit(0)], [_policies(ANY_POLICY)]),
+        True),
+    "an explicit policy required from the leaf on (skip 1)": (
+        _policy_chain([_require_explicit(1)], [_policies(POLICY_A)]), False),
+    "a leaf that requires an explicit policy itself": (
+        _policy_chain([], [_policies(POLICY_A), _require_explicit(0)]), False),
+    "policy mappings where an explicit policy is required": (
+        _policy_chain(
+            [_policies(POLICY_A), _require_explicit(0),
+             _policy_mapping(POLICY_A, POLICY_B)],
+            [_policies(POLICY_B)]), False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", POLICY_CASES, ids=list(POLICY_CASES))
+def test_certificate_policies_are_processed_as_rfc_5280_6_1_says(case: str) -> None:
+    """Policy processing with the any-policy initial set: a chain is refused only where a
+    CA (or the leaf) requires an explicit policy and no asserted policy survives to the
+    leaf; anyPolicy counts unless inhibited; mappings are not applied, so a chain that
+    would need one is refused."""
+    edit, accepted = POLICY_CASES[case]
+    if accepted:
+        verify(chain(edit))
+    else:
+        with pytest.raises(UntrustedSigner, match="policy"):
+            verify(chain(edit))
