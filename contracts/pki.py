@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,8 +33,10 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from contracts.certprofile import certificate_problem
 from contracts.envelope import DecryptionKey, SigningIdentity
 from contracts.errors import KeyMaterialError
 from contracts.trust import TrustStore
@@ -54,6 +57,7 @@ __all__ = [
     "ensure_dev_pki",
     "enterprise_name",
     "generate_dev_pki",
+    "load_ca_certificates",
     "load_certificate",
     "load_certificates",
     "load_private_key",
@@ -387,9 +391,27 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle (at least one)."""
     data = _key_file(path, "certificate")
     try:
-        return x509.load_pem_x509_certificates(data)
+        with warnings.catch_warnings():
+            # a non-positive serial only warns (for now); load_ca_certificates refuses it
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            return x509.load_pem_x509_certificates(data)
     except ValueError:
         raise _not_pem(data, path, "certificate") from None
+
+
+def load_ca_certificates(path: Path) -> list[x509.Certificate]:
+    """Every certificate in a trust bundle (roots or intermediates), each one readable
+    through every field the trust path reads: a certificate that could never be part of
+    a chain is a configuration fault to name at start, not a silent gap in the pool."""
+    certificates = load_certificates(path)
+    for number, certificate in enumerate(certificates, start=1):
+        problem = certificate_problem(certificate)
+        if problem is not None:
+            raise KeyMaterialError(
+                f"certificate {number} in {path} cannot be used: {problem}",
+                "replace it with the certificate its CA publishes",
+            )
+    return certificates
 
 
 def load_private_key(path: Path) -> rsa.RSAPrivateKey:

@@ -78,6 +78,7 @@ from contracts.events import Environment
 from contracts.partitioning import DEV_PARTITION_KEY, parse_partition_key
 from contracts.pki import (
     PkiDir,
+    load_ca_certificates,
     load_certificate,
     load_certificates,
     load_private_key,
@@ -359,8 +360,8 @@ class Settings:
         else:
             intermediates = _paths(self._get("KPR_TRUST_INTERMEDIATES"))
         return TrustStore(
-            roots=[c for p in roots for c in load_certificates(p)],
-            intermediates=[c for p in intermediates for c in load_certificates(p)],
+            roots=[c for p in roots for c in load_ca_certificates(p)],
+            intermediates=[c for p in intermediates for c in load_ca_certificates(p)],
             crls=FileCrlSource(crl_files) if crl_files else None,
         )
 

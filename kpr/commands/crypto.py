@@ -24,6 +24,7 @@ from contracts.errors import InputRefused, KeyMaterialError
 from contracts.events import Environment, encode_event, parse_event
 from contracts.letter import Party, check_binding, decode_letter, encode_letter
 from contracts.pki import (
+    load_ca_certificates,
     load_certificate,
     load_certificates,
     load_private_key,
@@ -167,8 +168,8 @@ def _open(args: argparse.Namespace) -> int:
             DecryptionKey(load_certificate(args.previous_cert), load_private_key(args.previous_key))
         )
     trust = TrustStore(
-        roots=load_certificates(args.trust),
-        intermediates=load_certificates(args.intermediates) if args.intermediates else [],
+        roots=load_ca_certificates(args.trust),
+        intermediates=load_ca_certificates(args.intermediates) if args.intermediates else [],
         crls=FileCrlSource(args.crl) if args.crl else None,
     )
     authorisation = read_authorisation(args.authorisation) if args.authorisation else None

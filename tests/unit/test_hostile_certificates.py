@@ -12,6 +12,7 @@ for random edits of the embedded certificates.
 
 from __future__ import annotations
 
+import base64
 import random
 import warnings
 from collections.abc import Callable
@@ -357,4 +358,38 @@ def test_kpr_open_refuses_a_hostile_certificate_in_one_line_with_exit_3(
     assert captured.err.strip().splitlines() == [
         "kpr open: error: rejected (malformed): an embedded certificate is not well formed"
     ]
+    assert "Traceback" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("edit", ["serial 0", "duplicate keyUsage", "malformed subjectAltName"])
+def test_kpr_open_names_an_unusable_configured_ca_certificate_with_exit_11(
+    dev_pki: PkiDir, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
+) -> None:
+    """A trust bundle holding a certificate that could never be part of a chain is the
+    operator's fault: exit 11 (key material) and one line naming the file and the
+    certificate's place in it, before any message is judged."""
+    from kpr.cli import main
+
+    hostile = _edited(dev_pki.intermediates[0], HOSTILE_EDITS[edit])
+    bundle = tmp_path / "intermediates.pem"
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(hostile)
+    bundle.write_bytes(
+        dev_pki.intermediate_path.read_bytes() + pem + b"-----END CERTIFICATE-----\n"
+    )
+    message = tmp_path / "good.p7m"
+    message.write_bytes(_message(dev_pki, [_der(dev_pki.sender.signing_identity.certificate)]))
+    capsys.readouterr()
+    exit_code = main(
+        [
+            "open", str(message),
+            "--recipient-cert", str(dev_pki.register.encryption_certificate_path),
+            "--recipient-key", str(dev_pki.register.encryption_key_path),
+            "--trust", str(dev_pki.root_path),
+            "--intermediates", str(bundle),
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert exit_code == 11
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(f"kpr open: error: certificate 2 in {bundle} cannot be used: "), line
     assert "Traceback" not in captured.out + captured.err
