@@ -38,7 +38,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -84,6 +84,9 @@ MAX_CHAIN_DEPTH = 5
 #: a pool of certificates sharing a subject and key would otherwise make the search
 #: exponential in the pool's size (every ordering of it is a candidate path).
 MAX_CHAIN_CANDIDATES = 32
+#: Wall-clock bound of one chain search (name constraints and policies of each complete
+#: path included): a few milliseconds for a real chain.
+MAX_CHAIN_SEARCH_SECONDS = 1.0
 _ALLOWED_CERT_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _CHAIN_CACHE_SIZE = 4096
 
@@ -240,12 +243,14 @@ class _Chain:
 @dataclass
 class _Search:
     """One chain search: the hints to try first, the moments every issuer must be valid
-    at (``None``: any time), the issuer signatures it may still try, and the first reason
-    a complete path was refused (raised if no other path is found)."""
+    at (``None``: any time), the issuer signatures it may still try and the monotonic
+    time it must end by, and the first reason a complete path was refused (raised if no
+    other path is found)."""
 
     hints: frozenset[x509.Certificate]
     moments: tuple[datetime, ...] | None
     budget: int = MAX_CHAIN_CANDIDATES
+    deadline: float = field(default_factory=lambda: time.monotonic() + MAX_CHAIN_SEARCH_SECONDS)
     refusal: Rejected | None = None
 
 
@@ -430,7 +435,8 @@ class TrustStore:
         search: _Search,
     ) -> tuple[x509.Certificate, ...] | None:
         """Depth first from ``certificate`` to a root. Each issuer signature tried uses up
-        one of the search's budget, so no pool of look-alike issuers makes it exponential."""
+        one of the search's budget, so no pool of look-alike issuers makes it exponential;
+        past the search's deadline it stops with a refusal that says so."""
         if 1 + _counted_intermediates(path) > self._max_depth:
             return None
         candidates = sorted(
@@ -446,6 +452,11 @@ class TrustStore:
             ):
                 continue
             if search.budget <= 0:
+                return None
+            if time.monotonic() > search.deadline:
+                search.refusal = UntrustedSigner(
+                    "the chain search took too long (too many candidate issuers or names)"
+                )
                 return None
             search.budget -= 1
             try:

@@ -333,6 +333,19 @@ def test_a_pool_of_look_alike_issuers_cannot_make_the_chain_search_exponential(
     assert checks <= 2 * trust_module.MAX_CHAIN_CANDIDATES * len(pool)
 
 
+def test_a_chain_search_past_its_deadline_is_refused_and_says_so(
+    dev_pki: PkiDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search is bounded in time as well as in candidates: with the deadline already
+    passed, even the good chain is refused, naming the reason (the real bound, 1 s, is
+    hundreds of times what a real chain takes)."""
+    signer = dev_pki.sender.signing_identity.certificate
+    dev_pki.trust_store().verify(signer, at=datetime.now(UTC))
+    monkeypatch.setattr(trust_module, "MAX_CHAIN_SEARCH_SECONDS", -1.0)
+    with pytest.raises(UntrustedSigner, match="took too long"):
+        dev_pki.trust_store().verify(signer, at=datetime.now(UTC))
+
+
 def test_kpr_open_refuses_a_hostile_certificate_in_one_line_with_exit_3(
     dev_pki: PkiDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
