@@ -41,6 +41,7 @@ from contracts.events.identifiers import (
     NationalIdKind,
     check_her_id,
     check_municipality,
+    check_municipality_in_use,
     check_org_number,
     parse_national_id,
 )
@@ -215,7 +216,8 @@ MunicipalityNumber = Annotated[
         {
             "type": "string",
             "pattern": "^[0-9]{4}$",
-            "description": "Municipality number (4 digits) on the current list (2024-).",
+            "description": "Municipality number (4 digits), one in use on the event's "
+            "date (the list of its year, 2017 on; see contracts/data/SOURCE-municipalities.md).",
         }
     ),
 ]
@@ -323,6 +325,21 @@ class EventBase(ContractModel):
     @classmethod
     def _check_registered_at(cls, value: datetime, info: ValidationInfo) -> datetime:
         return check_event_time(value, info, "")
+
+    def municipality_fields(self) -> list[tuple[str, str]]:
+        """(field path, number) of every municipality the event names."""
+        return [("person.home_municipality", self.person.home_municipality)]
+
+    def check_municipalities_in_use(self, moment: datetime) -> None:
+        """Every municipality the event names was in use at ``moment``, its clinical
+        time (``municipality-not-in-use``). Changes take effect at midnight on 1 January
+        Norwegian time, which is always winter time (UTC+1), so the year is exact."""
+        norwegian_date = (moment.astimezone(UTC) + timedelta(hours=1)).date()
+        for field_path, number in self.municipality_fields():
+            try:
+                check_municipality_in_use(number, norwegian_date)
+            except ContractViolation as error:
+                raise _from_violation(error, field_path) from None
 
     @model_validator(mode="after")
     def _check_correction_link(self) -> Any:

@@ -277,6 +277,7 @@ class HstConsultation(EventBase):
     @model_validator(mode="after")
     def _check_consistency(self) -> HstConsultation:
         self.check_not_before_birth(self.consultation_at, "consultation_at")
+        self.check_municipalities_in_use(self.consultation_at)
         self._check_programme()
         self._check_form_and_place()
         self._check_completed_content()
@@ -362,3 +363,6 @@ class HstConsultation(EventBase):
     @property
     def clinical_time(self) -> datetime:
         return self.consultation_at
+
+    def municipality_fields(self) -> list[tuple[str, str]]:
+        return [*super().municipality_fields(), ("service_municipality", self.service_municipality)]

@@ -10,7 +10,8 @@ The check-digit arithmetic is python-stdnum's (``stdnum.no.fodselsnummer``,
   Real H-numbers (help numbers) share the month + 40 form; they are not official
   identities and are treated as synthetic, so production refuses them as well.
 - the organisation numbers that pass mod-11 but are known junk (``999999999`` ...).
-- the current municipality numbers (package data ``contracts/data/municipalities.json``).
+- the municipality numbers in use since 2017, and on an event's date
+  (:mod:`contracts.events.municipalities`).
 
 Every check raises :class:`contracts.errors.ContractViolation` with a stable ``rule``
 name and a description that never contains the value checked.
@@ -18,17 +19,15 @@ name and a description that never contains the value checked.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum, unique
-from functools import cache
 
 from stdnum.exceptions import ValidationError as StdnumValidationError
 from stdnum.no import fodselsnummer, orgnr
 
 from contracts.errors import ContractViolation
-from contracts.events._data import read_package_data
+from contracts.events.municipalities import municipalities
 
 __all__ = [
     "JUNK_ORG_NUMBERS",
@@ -36,6 +35,7 @@ __all__ = [
     "ParsedNationalId",
     "check_her_id",
     "check_municipality",
+    "check_municipality_in_use",
     "check_org_number",
     "municipality_names",
     "parse_national_id",
@@ -147,31 +147,42 @@ def check_her_id(value: int) -> int:
     return value
 
 
-@cache
 def municipality_names() -> dict[str, str]:
-    """The current municipality numbers (4 digits) and names, read once from package data."""
-    document = json.loads(read_package_data("municipalities.json"))
-    return {row["number"]: row["name"] for row in document["municipalities"]}
-
-
-@cache
-def _municipality_numbers() -> frozenset[str]:
-    return frozenset(municipality_names())
+    """The municipality numbers in use today (4 digits) and their names."""
+    return {n: m.name for n, m in municipalities().items() if m.current}
 
 
 def check_municipality(value: str) -> str:
-    """Return ``value`` if it is a current municipality number.
+    """Return ``value`` if it is a municipality number in use in some year since 2017
+    (whether it was in use on the event's date is :func:`check_municipality_in_use`).
 
     Raises :class:`ContractViolation`: ``municipality-format`` (not 4 digits) or
-    ``municipality-unknown`` (not on the current list).
+    ``municipality-unknown`` (on the list of no year since 2017).
     """
     if len(value) != 4 or not _DIGITS.issuperset(value):
         raise _violation(
             "a municipality number must be exactly 4 digits", rule="municipality-format"
         )
-    if value not in _municipality_numbers():
+    if value not in municipalities():
         raise _violation(
-            "the municipality number is not on the current list", rule="municipality-unknown"
+            "the municipality number is on the list of no year since 2017",
+            rule="municipality-unknown",
+        )
+    return value
+
+
+def check_municipality_in_use(value: str, on: date) -> str:
+    """Return ``value`` if it was in use on ``on`` (a known number, see
+    :func:`check_municipality`).
+
+    Raises :class:`ContractViolation` with rule ``municipality-not-in-use``.
+    """
+    known = municipalities().get(value)
+    if known is None or not known.in_use(on.year):
+        raise _violation(
+            "the municipality number was not in use on the event's date (municipal "
+            "changes take effect on 1 January: use the number of the event's year)",
+            rule="municipality-not-in-use",
         )
     return value
 

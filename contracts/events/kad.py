@@ -106,6 +106,15 @@ class _KadStay(EventBase):
     def reporting_unit_org_number(self) -> str:
         return self.unit.org_number
 
+    def municipality_fields(self) -> list[tuple[str, str]]:
+        return [
+            *super().municipality_fields(),
+            *(
+                (f"service_municipalities.{i}", n)
+                for i, n in enumerate(self.service_municipalities)
+            ),
+        ]
+
 
 class KadAdmission(_KadStay):
     """A patient admitted to a KAD/ØHD bed."""
@@ -119,6 +128,7 @@ class KadAdmission(_KadStay):
     @model_validator(mode="after")
     def _check_times(self) -> KadAdmission:
         self.check_not_before_birth(self.admitted_at, "admitted_at")
+        self.check_municipalities_in_use(self.admitted_at)
         return self
 
     @property
@@ -150,6 +160,7 @@ class KadDischarge(_KadStay):
                 "the discharge time is before the admission time",
                 "discharged_at",
             )
+        self.check_municipalities_in_use(self.discharged_at)
         return self
 
     @property

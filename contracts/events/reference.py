@@ -125,7 +125,9 @@ RULES: Final[dict[str, str]] = {
     "org-number-junk": "The organisation number is a known placeholder (999999999, ...).",
     "her-id-range": "The HER-id is not a positive integer below 2^31.",
     "municipality-format": "The municipality number is not exactly 4 digits.",
-    "municipality-unknown": "The municipality number is not on the current (2024-) list.",
+    "municipality-unknown": "The municipality number is on the list of no year since 2017.",
+    "municipality-not-in-use": "The municipality number was not in use on the event's date "
+    "(changes take effect on 1 January; contracts/data/SOURCE-municipalities.md).",
     "municipality-repeated": "A service municipality is listed twice.",
     # envelope
     "revision-original": "An original event does not have revision 1.",

@@ -28,6 +28,7 @@ from contracts.events.codes import (
     Theme,
 )
 from contracts.events.identifiers import synthetic_national_id
+from contracts.events.municipalities import number_in_use
 from contracts.synth._tables import (
     CHILD_PROGRAMME,
     DEFAULT_SENDER_HER_ID,
@@ -136,6 +137,22 @@ class Generator:
             "person": public_person,
         }
 
+    @staticmethod
+    def dated(event: dict[str, Any], moment: datetime) -> dict[str, Any]:
+        """``event`` with today's municipality numbers replaced by those in use at
+        ``moment`` (a back-filled event of 2018 names Bergen 1201, not 4601)."""
+        day = (moment.astimezone(UTC) + timedelta(hours=1)).date()  # Norwegian new year
+        person = event["person"]
+        event["person"] = person | {
+            "home_municipality": number_in_use(person["home_municipality"], day)
+        }
+        if "service_municipality" in event:
+            event["service_municipality"] = number_in_use(event["service_municipality"], day)
+        if "service_municipalities" in event:
+            numbers = [number_in_use(n, day) for n in event["service_municipalities"]]
+            event["service_municipalities"] = list(dict.fromkeys(numbers))
+        return event
+
     def registered_after(self, moment: datetime) -> datetime:
         delay = timedelta(minutes=self.rng.randrange(5, 3 * 24 * 60))
         return min(moment + delay, self.options.until)
@@ -179,7 +196,7 @@ class Generator:
         }
         discharged = admitted + timedelta(hours=self.rng.randrange(6, 24 * 6))
         if discharged > until:
-            return [admission]  # still in the bed at the end of the period
+            return [self.dated(admission, admitted)]  # still in the bed at the end
         discharge = (
             self.envelope("kad.discharge", person, self.registered_after(discharged)) | common
         )
@@ -188,7 +205,7 @@ class Generator:
             "discharge_diagnoses": self.diagnoses(),
             "discharged_to": self.counterpart(DISCHARGED_TO),
         }
-        return [admission, discharge]
+        return [self.dated(admission, admitted), self.dated(discharge, discharged)]
 
     # -- HST -------------------------------------------------------------------------
 
@@ -254,7 +271,7 @@ class Generator:
             )
         if completed:
             event["themes"] = self.themes()
-        return event
+        return self.dated(event, when)
 
     def themes(self) -> list[dict[str, Any]]:
         picked = self.rng.sample(list(Theme), k=self.rng.randrange(0, 7))

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contracts.events.municipalities import municipality_today
 from kpr.reports.guideline import GuidelineSettings, guideline_tables
-from kpr.reports.municipalities import municipality_today
 from kpr.reports.quality import QualitySettings, quality_tables
 from kpr.reports.queries import ReportData, load_report_data
 from kpr.reports.render import ChartSpec, LineChartSpec, Section, write_report_files

@@ -18,7 +18,9 @@ since (a dead letter replayed keeps its message id, so a replayed-then-committed
 is committed only, under its own municipality, and its rejection, recorded perhaps
 before the message could be read and so without a municipality, is dropped). The
 still-rejected filter runs in SQL (``NOT EXISTS`` against ``received_messages``).
-Municipality numbers pass through :func:`kpr.reports.municipalities.municipality_today`.
+Municipality numbers pass through
+:func:`contracts.events.municipalities.municipality_today`: a report counts every number
+under the one that covers it today.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import orjson
 from consumers.pathways import StoredEventRow, effective_content
 from contracts.connection import masked_url
 from contracts.errors import StoreError
-from kpr.reports.municipalities import municipality_today
+from contracts.events.municipalities import municipality_today, numbers_covered_by
 
 __all__ = [
     "UNKNOWN_MUNICIPALITY",
@@ -61,7 +63,7 @@ _EVENTS = (
 _EVENTS_OF_MUNICIPALITY = (
     "SELECT event_id, revision, record_key, correction, event_type, municipality,"
     " unit_org, sender_her_id, committed_at, payload FROM events"
-    " WHERE record_key IN (SELECT record_key FROM events WHERE municipality = ?)"
+    " WHERE record_key IN (SELECT record_key FROM events WHERE municipality IN (?))"
 )
 # Still rejected: no message with this id has been committed since (a replay keeps the id).
 _REJECTIONS = (
@@ -69,12 +71,12 @@ _REJECTIONS = (
     " FROM rejections WHERE NOT EXISTS"
     " (SELECT 1 FROM received_messages m WHERE m.message_id = rejections.message_id)"
 )
-_REJECTIONS_OF_MUNICIPALITY = _REJECTIONS + " AND municipality = ?"
+_REJECTIONS_OF_MUNICIPALITY = _REJECTIONS + " AND municipality IN (?)"
 _STAYS = (
     "SELECT unit_org, stay_id, person_key, municipality, admitted_at, discharged_at,"
     " length_of_stay_hours, complete, detail FROM stays"
 )
-_STAYS_OF_MUNICIPALITY = _STAYS + " WHERE municipality = ?"
+_STAYS_OF_MUNICIPALITY = _STAYS + " WHERE municipality IN (?)"
 
 _CLINICAL_TIME_FIELD = {
     "hst.consultation": "consultation_at",
@@ -236,12 +238,17 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
     with read_only_connection(url) as (connection, placeholder):
         cursor = connection.cursor()
         params: tuple[str, ...] = ()
+
+        def of_municipality(sql: str) -> str:
+            return sql.replace("?", ", ".join([placeholder] * len(params)))
+
         if municipality is None:
             cursor.execute(_EVENTS)
         else:
-            # Whole records: a correction may name another municipality than its original.
-            params = (municipality,)
-            cursor.execute(_EVENTS_OF_MUNICIPALITY.replace("?", placeholder), params)
+            # Every number that counts under today's (Bergen 4601: 1201 too), and whole
+            # records: a correction may name another municipality than its original.
+            params = tuple(sorted(numbers_covered_by(municipality_today(municipality))))
+            cursor.execute(of_municipality(_EVENTS_OF_MUNICIPALITY), params)
         by_record: dict[str, list[StoredEventRow]] = defaultdict(list)
         facts: dict[str, tuple[str, int]] = {}
         latest: dict[str, tuple[int, str, datetime]] = {}
@@ -284,7 +291,7 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
         ]
 
         cursor.execute(
-            _REJECTIONS_OF_MUNICIPALITY.replace("?", placeholder) if municipality else _REJECTIONS,
+            of_municipality(_REJECTIONS_OF_MUNICIPALITY) if municipality else _REJECTIONS,
             params,
         )
         rejections = [
@@ -300,9 +307,7 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
                 for reason, sender, event_type, unit, muni, at in cursor.fetchall()
             ]
 
-        cursor.execute(
-            _STAYS_OF_MUNICIPALITY.replace("?", placeholder) if municipality else _STAYS, params
-        )
+        cursor.execute(of_municipality(_STAYS_OF_MUNICIPALITY) if municipality else _STAYS, params)
         stays = [
             StayRow(
                 unit,

@@ -2,7 +2,7 @@
 
 Every figure is counted under the rule of docs/REPORTS.md (each event once, in its final
 state) and in Norwegian local time. Municipality numbers are today's
-(:func:`kpr.reports.municipalities.municipality_today`); a county is the first two digits
+(:func:`contracts.events.municipalities.municipality_today`); a county is the first two digits
 of today's number, and the country is everything, ``ukjent`` included. Definitions:
 
 * **Levels and periods**: one row per level (``municipality``, ``county``, ``country``),

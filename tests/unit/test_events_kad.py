@@ -69,8 +69,8 @@ def test_all_nine_items_are_fields(admission: dict[str, Any], discharge: dict[st
 
 
 def test_discharge_before_admission_is_refused(discharge: dict[str, Any]) -> None:
-    discharge["discharged_at"] = "2019-03-01T10:00:00+01:00"
-    discharge["admitted_at"] = "2019-03-01T10:00:01+01:00"
+    discharge["discharged_at"] = "2025-03-01T10:00:00+01:00"
+    discharge["admitted_at"] = "2025-03-01T10:00:01+01:00"
     error = _violation(discharge)
     assert (error.field, error.rule) == ("discharged_at", "discharge-before-admission")
     discharge["discharged_at"] = discharge["admitted_at"]

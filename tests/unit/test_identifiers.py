@@ -15,11 +15,13 @@ from contracts.events.identifiers import (
     NationalIdKind,
     check_her_id,
     check_municipality,
+    check_municipality_in_use,
     check_org_number,
     municipality_names,
     parse_national_id,
     synthetic_national_id,
 )
+from contracts.events.municipalities import municipality_today, number_in_use, numbers_covered_by
 
 TODAY = date(2026, 1, 1)
 # An ordinary-form number for someone born in 1855 (individual numbers 500-749 with a year
@@ -192,14 +194,53 @@ def test_her_ids_outside_the_range_are_refused(value: int) -> None:
     assert _rule(lambda: check_her_id(value)) == "her-id-range"
 
 
-def test_the_municipality_list_is_the_2024_one() -> None:
-    """357 municipalities (2024); Oslo and Haram (re-established 2024) in, Viken-era numbers out."""
+def test_the_current_municipality_list_is_the_one_since_2024() -> None:
+    """357 municipalities in use today; Haram (re-established 2024) in; every number that
+    was in use since 2017 is known, format errors are told apart."""
     names = municipality_names()
     assert len(names) == 357
-    assert names["0301"] == "Oslo"
+    assert names["4601"] == "Bergen"
     assert names["1580"] == "Haram"
     assert all(len(number) == 4 and number.isdigit() for number in names)
     assert check_municipality("4601") == "4601"
-    assert _rule(lambda: check_municipality("3024")) == "municipality-unknown"  # Bærum 2020-23
+    assert check_municipality("3024") == "3024"  # Bærum 2020-2023: known, judged by date
+    assert check_municipality("1201") == "1201"  # Bergen until 2019
+    assert _rule(lambda: check_municipality("0000")) == "municipality-unknown"
+    assert _rule(lambda: check_municipality("1301")) == "municipality-unknown"
     assert _rule(lambda: check_municipality("301")) == "municipality-format"
     assert _rule(lambda: check_municipality("03O1")) == "municipality-format"
+
+
+@pytest.mark.parametrize(
+    ("number", "in_use", "not_in_use", "today"),
+    [
+        ("0301", [2017, 2020, 2024, 2026], [], "0301"),  # Oslo: unchanged
+        ("1201", [2017, 2019], [2020, 2024], "4601"),  # Bergen: renumbered in the 2020 merge
+        ("4601", [2020, 2026], [2017, 2019], "4601"),
+        ("1247", [2019], [2020], "4627"),  # Askøy: renumbered 2020
+        ("1507", [2020, 2023], [2019, 2024], "1508"),  # Ålesund 2020-2023, split 2024
+        ("1580", [2024], [2023], "1580"),  # Haram, split off Ålesund 2024
+        ("1534", [2019], [2020, 2024], "1508"),  # Haram before the 2020 merge
+        ("3001", [2020, 2023], [2019, 2024], "3101"),  # Halden: new county number 2024
+        ("1601", [2017], [2018], "5001"),  # Trondheim: Trøndelag formed 2018
+    ],
+)
+def test_a_municipality_number_is_in_use_for_its_years_and_counts_under_todays(
+    number: str, in_use: list[int], not_in_use: list[int], today: str
+) -> None:
+    for year in in_use:
+        assert check_municipality_in_use(number, date(year, 6, 1)) == number
+    for year in not_in_use:
+        rule = _rule(lambda year=year: check_municipality_in_use(number, date(year, 6, 1)))
+        assert rule == "municipality-not-in-use"
+    assert municipality_today(number) == today
+    assert number in numbers_covered_by(today)
+
+
+def test_todays_number_maps_back_to_the_one_in_use_on_a_date() -> None:
+    assert number_in_use("4601", date(2018, 3, 1)) == "1201"
+    assert number_in_use("4626", date(2019, 3, 1)) == "1259"  # Øygarden, not Fjell or Sund
+    assert number_in_use("1580", date(2022, 3, 1)) == "1507"  # Haram inside Ålesund then
+    assert number_in_use("0301", date(2017, 3, 1)) == "0301"
+    assert number_in_use("3101", date(2026, 3, 1)) == "3101"
+    assert numbers_covered_by("4601") == {"1201", "4601"}
