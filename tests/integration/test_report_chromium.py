@@ -27,6 +27,7 @@ from report_store import PSEUDONYMISER, add_rejections, fill_store
 from consumers.store import SqliteStore
 from contracts.errors import Reason
 from contracts.events import Event, HstConsultation
+from contracts.events.municipalities import municipality_today
 from contracts.synth import generate_events
 from kpr.cli import main
 
@@ -172,9 +173,9 @@ def _final_municipalities(events: list[Event]) -> Counter[str]:
             cancelled.add(record)
             continue
         if isinstance(event, HstConsultation):
-            municipality = str(event.service_municipality)
+            municipality = municipality_today(str(event.service_municipality))
         else:
-            municipality = str(event.service_municipalities[0])  # type: ignore[attr-defined]
+            municipality = municipality_today(str(event.service_municipalities[0]))  # type: ignore[attr-defined]
         if record not in latest or event.revision >= latest[record][0]:
             latest[record] = (event.revision, municipality)
     return Counter(m for record, (_, m) in latest.items() if record not in cancelled)
@@ -203,7 +204,7 @@ def test_kad_stays_per_municipality_and_year_match_the_store(built: Built, dom: 
             "SELECT municipality, admitted_at, discharged_at FROM stays"
         ):
             moment = datetime.fromisoformat(admitted or discharged)
-            expected[(municipality, str(moment.astimezone(OSLO).year))] += 1
+            expected[(municipality_today(municipality), str(moment.astimezone(OSLO).year))] += 1
     shown = figures(dom, "kad_stays.stays")
     assert {dims: int(cell["data-value"]) for dims, cell in shown.items()} == dict(expected)
 
@@ -224,7 +225,7 @@ def test_six_week_coverage_matches_the_input_events(built: Built, dom: str) -> N
         due = latest.person.birth_date + timedelta(days=42)
         if due < date(2017, 1, 1) or due + timedelta(days=60) > as_of:
             continue
-        key = (latest.service_municipality, str(due.year))
+        key = (municipality_today(latest.service_municipality), str(due.year))
         eligible[key] += 1
         received[key] += any(
             c.programme_consultation.value == "6-weeks" and c.status.value == "completed"
@@ -247,7 +248,7 @@ def test_six_week_coverage_matches_the_input_events(built: Built, dom: str) -> N
 def test_completed_consultations_per_municipality_and_year(built: Built, dom: str) -> None:
     """The themes table's consultation count is every completed effective consultation."""
     expected: Counter[tuple[str, str]] = Counter(
-        (e.service_municipality, str(e.consultation_at.astimezone(OSLO).year))
+        (municipality_today(e.service_municipality), str(e.consultation_at.astimezone(OSLO).year))
         for e in _effective_consultations(built.events)
         if e.status.value == "completed"
     )
