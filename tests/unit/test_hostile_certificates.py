@@ -346,26 +346,31 @@ def test_a_chain_search_past_its_deadline_is_refused_and_says_so(
         dev_pki.trust_store().verify(signer, at=datetime.now(UTC))
 
 
-def test_kpr_open_refuses_a_hostile_certificate_in_one_line_with_exit_3(
-    dev_pki: PkiDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Through the command line as an operator would: exit 3 (malformed, as --help
-    documents) and one line naming the fault, no traceback."""
+def _kpr_open(dev_pki: PkiDir, message: Path, intermediates: Path) -> int:
+    """``kpr open`` of ``message`` as the register, trusting the dev root."""
     from kpr.cli import main
 
-    hostile = _edited(dev_pki.sender.signing_identity.certificate, HOSTILE_EDITS["version 5"])
-    message = tmp_path / "hostile.p7m"
-    message.write_bytes(_message(dev_pki, [hostile]))
-    capsys.readouterr()
-    exit_code = main(
+    return main(
         [
             "open", str(message),
             "--recipient-cert", str(dev_pki.register.encryption_certificate_path),
             "--recipient-key", str(dev_pki.register.encryption_key_path),
             "--trust", str(dev_pki.root_path),
-            "--intermediates", str(dev_pki.intermediate_path),
+            "--intermediates", str(intermediates),
         ]
     )  # fmt: skip
+
+
+def test_kpr_open_refuses_a_hostile_certificate_in_one_line_with_exit_3(
+    dev_pki: PkiDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through the command line as an operator would: exit 3 (malformed, as --help
+    documents) and one line naming the fault, no traceback."""
+    hostile = _edited(dev_pki.sender.signing_identity.certificate, HOSTILE_EDITS["version 5"])
+    message = tmp_path / "hostile.p7m"
+    message.write_bytes(_message(dev_pki, [hostile]))
+    capsys.readouterr()
+    exit_code = _kpr_open(dev_pki, message, dev_pki.intermediate_path)
     captured = capsys.readouterr()
     assert exit_code == 3
     assert captured.err.strip().splitlines() == [
@@ -381,8 +386,6 @@ def test_kpr_open_names_an_unusable_configured_ca_certificate_with_exit_11(
     """A trust bundle holding a certificate that could never be part of a chain is the
     operator's fault: exit 11 (key material) and one line naming the file and the
     certificate's place in it, before any message is judged."""
-    from kpr.cli import main
-
     hostile = _edited(dev_pki.intermediates[0], HOSTILE_EDITS[edit])
     bundle = tmp_path / "intermediates.pem"
     pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(hostile)
@@ -392,15 +395,7 @@ def test_kpr_open_names_an_unusable_configured_ca_certificate_with_exit_11(
     message = tmp_path / "good.p7m"
     message.write_bytes(_message(dev_pki, [_der(dev_pki.sender.signing_identity.certificate)]))
     capsys.readouterr()
-    exit_code = main(
-        [
-            "open", str(message),
-            "--recipient-cert", str(dev_pki.register.encryption_certificate_path),
-            "--recipient-key", str(dev_pki.register.encryption_key_path),
-            "--trust", str(dev_pki.root_path),
-            "--intermediates", str(bundle),
-        ]
-    )  # fmt: skip
+    exit_code = _kpr_open(dev_pki, message, bundle)
     captured = capsys.readouterr()
     assert exit_code == 11
     (line,) = captured.err.strip().splitlines()
