@@ -15,6 +15,10 @@ the run of settled deliveries, never one that has not settled; a nack is sent on
 
 Shutdown is graceful: stop taking deliveries, let in-flight ones finish within a
 timeout, and close; whatever is still unacked goes back to the queue.
+
+A delivery still undecided after ``stall_after_s`` is a stall (a lost future, a store that
+never answers): it would hold back every ack behind it and, silently, the idle-out. The
+watchdog logs it once, by message id, and readiness reports it until it settles.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class Consumer(AsyncResource):
         store_ping: Callable[[], Awaitable[None]] | None = None,
         watch_interval_s: float = 5.0,
         queue: str | None = None,
+        stall_after_s: float = 120.0,
     ) -> None:
         """With ``receipt_signer``, each dead letter also sends a signed rejection receipt
         to the sender's error queue (see :mod:`consumers.receipts`). ``queue`` is the queue
@@ -111,6 +116,10 @@ class Consumer(AsyncResource):
         self._acks = AckBatcher()
         self._stop = asyncio.Event()
         self._in_flight = 0
+        # id(message) -> (monotonic start, message id); read by the stall check only.
+        self._deliveries: dict[int, tuple[float, str | None]] = {}
+        self._stall_after_s = stall_after_s
+        self._stall_reported = False
         self._idle = asyncio.Event()
         self._last_activity = time.monotonic()
         self.counts: Counter[str] = Counter()
@@ -198,6 +207,8 @@ class Consumer(AsyncResource):
             problems.append("consumer: not subscribed on the current channel")
         elif self._subscription_problem is not None:
             problems.append(self._subscription_problem)
+        if (stalled := self.oldest_delivery_s()) >= self._stall_after_s:
+            problems.append(f"consumer: a delivery undecided for {stalled:.0f} s")
         if self._store_ping is not None:
             try:
                 await self._store_ping()
@@ -232,6 +243,7 @@ class Consumer(AsyncResource):
         while not self._stop.is_set():
             await asyncio.sleep(self._watch_interval_s)
             try:
+                self._check_stalls()
                 await self._check_subscription()
                 await self._sample_queues()
                 failing = False
@@ -244,6 +256,33 @@ class Consumer(AsyncResource):
                 failing = True
             if self._metrics is not None:
                 self._metrics.set_ready(not await self.readiness_problems())
+
+    def oldest_delivery_s(self) -> float:
+        """How long the oldest delivery in flight has been undecided (0 with none)."""
+        if not self._deliveries:
+            return 0.0
+        return time.monotonic() - min(started for started, _ in self._deliveries.values())
+
+    def _check_stalls(self) -> None:
+        """Log a stall once, by the oldest delivery; the ones waiting behind it are the
+        same stall. Armed again once nothing is past the threshold."""
+        now = time.monotonic()
+        stalled = [(started, key) for key, (started, _) in self._deliveries.items()
+                   if now - started >= self._stall_after_s]  # fmt: skip
+        if not stalled:
+            self._stall_reported = False
+            return
+        if self._stall_reported:
+            return
+        self._stall_reported = True
+        started, key = min(stalled)
+        log.warning(
+            "a delivery has been undecided for %.0f s; its ack, and those behind it, wait "
+            "(it returns to the queue at shutdown)",
+            now - started,
+            extra={"message_id": self._deliveries[key][1], "count": len(stalled),
+                   "in_flight": self._in_flight, "queue": self._queue_name},
+        )  # fmt: skip
 
     async def _check_subscription(self) -> None:
         if self._stop.is_set() or self._queue is None or self._channel is None:
@@ -314,9 +353,11 @@ class Consumer(AsyncResource):
         self._in_flight += 1
         self._idle.clear()
         self._last_activity = time.monotonic()
+        self._deliveries[id(message)] = (self._last_activity, message.message_id)
         try:
             await self._handle(message)
         finally:
+            del self._deliveries[id(message)]
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()

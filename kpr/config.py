@@ -169,6 +169,7 @@ class Settings:
     metrics_port: int | None = None
     queue_prefix: str = ""
     drain_timeout_s: float = 30.0
+    stall_after_s: float = 120.0
     amqp_ca_file: Path | None = None
     amqp_client_cert: Path | None = None
     amqp_client_key: Path | None = None
@@ -208,6 +209,7 @@ class Settings:
             queue_prefix=env.get("KPR_QUEUE_PREFIX", ""),
             drain_timeout_s=_number(env, "KPR_DRAIN_TIMEOUT", 30.0, float, unit=" s"),
             connect_timeout_s=_number(env, "KPR_CONNECT_TIMEOUT", 30.0, float, unit=" s"),
+            stall_after_s=_number(env, "KPR_STALL_AFTER", 120.0, float, unit=" s"),
             amqp_ca_file=_path(env.get("KPR_AMQP_CA_FILE")),
             amqp_client_cert=_path(env.get("KPR_AMQP_CLIENT_CERT")),
             amqp_client_key=_path(env.get("KPR_AMQP_CLIENT_KEY")),
@@ -243,6 +245,7 @@ class Settings:
         for name, value in (
             ("drain timeout", self.drain_timeout_s),
             ("KPR_CONNECT_TIMEOUT", self.connect_timeout_s),
+            ("KPR_STALL_AFTER", self.stall_after_s),
             ("KPR_INCOMPLETE_STAY_DAYS", self.incomplete_stay_days),
             ("KPR_GROUP_COMMIT_LINGER_MS", self.group_commit_linger_s),
             ("KPR_PARTITION_STANDBY_DELAY", self.partition_standby_delay_s),

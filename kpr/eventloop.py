@@ -4,12 +4,18 @@ The consumer and producer spend a good part of their CPU per message in the even
 loop itself (callbacks, futures, socket reads for aio-pika's frames); uvloop does that
 work in C. It is optional: without it, or with ``KPR_UVLOOP=0``, the standard loop
 runs the same code.
+
+``SIGUSR1`` writes the stack of every task to the log (``kpr.diagnostics``, one WARNING
+line per task) and the process goes on: what a hung consumer is waiting for, read
+without stopping it (docs/OPERATIONS.md, "A consumer that does not stop").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine
@@ -17,9 +23,12 @@ from typing import Any, TypeVar
 
 from kpr import lifecycle
 
-__all__ = ["UVLOOP_VARIABLE", "loop_factory", "run"]
+__all__ = ["DUMP_SIGNAL", "UVLOOP_VARIABLE", "dump_tasks", "loop_factory", "run"]
 
 UVLOOP_VARIABLE = "KPR_UVLOOP"
+DUMP_SIGNAL = signal.SIGUSR1
+
+log = logging.getLogger("kpr.diagnostics")
 
 T = TypeVar("T")
 
@@ -34,6 +43,16 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def dump_tasks() -> int:
+    """Log the stack of every task of the running loop; how many there were."""
+    tasks = sorted(asyncio.all_tasks(), key=lambda task: task.get_name())
+    for task in tasks:
+        stack = io.StringIO()
+        task.print_stack(limit=12, file=stack)
+        log.warning("task %s", task.get_name(), extra={"stack": stack.getvalue()})
+    return len(tasks)
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -61,6 +80,9 @@ def run(main: Coroutine[Any, Any, T]) -> T:
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.add_signal_handler(signum, on_signal, signum)  # main thread only
                 installed.append(signum)
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(DUMP_SIGNAL, dump_tasks)
+            installed.append(DUMP_SIGNAL)
         try:
             return await main
         finally:

@@ -46,6 +46,9 @@ LOGGED_FIELDS: Final[frozenset[str]] = frozenset(
         "consumer_tag",
         "problems",
         "port",
+        "claimed",
+        "role",
+        "stack",
     }
 )
 

@@ -139,7 +139,14 @@ class PartitionedConsumers(AsyncResource):
             return Counter()
         # No await between the check and run(): a stop cannot slip in and be cleared.
         self._started.add(name)
-        return await self._consumers[name].run(until_idle_s=until_idle_s)
+        role = "standby" if delay_s > 0 else "claimed"
+        log.info("partition subscribing", extra={"queue": name, "role": role})
+        counts = await self._consumers[name].run(until_idle_s=until_idle_s)
+        log.info(
+            "partition stopped",
+            extra={"queue": name, "role": role, "count": sum(counts.values())},
+        )
+        return counts
 
     async def _claim(
         self, until_idle_s: float | None, runs: list[asyncio.Task[Counter[str]]]

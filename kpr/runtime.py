@@ -339,6 +339,7 @@ async def _consume_with(
             processor=processor,
             tls=settings.tls_settings(),
             drain_timeout_s=settings.drain_timeout_s,
+            stall_after_s=settings.stall_after_s,
             metrics=metrics,
             store_ping=store.ping,
             watch_interval_s=watch_interval_s,

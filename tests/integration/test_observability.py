@@ -10,19 +10,23 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 from support import pipeline_settings
 
+from consumers.consumer import Consumer
+from consumers.processing import Outcome, Processor
+from consumers.store import open_store
 from contracts.pki import PkiDir
 from contracts.synth import generate_events
 from kpr.config import Settings
 from kpr.localbroker import LocalRabbitMQ
 from kpr.localprocess import free_port
 from kpr.logs import JsonFormatter
-from kpr.runtime import consume, publish_events
+from kpr.runtime import build_opener, consume, pseudonymiser, publish_events
 
 
 def without_endpoint(settings: Settings) -> Settings:
@@ -197,3 +201,59 @@ async def test_a_full_consume_never_logs_a_national_id(settings: Settings) -> No
         orjson.loads(line)  # every line is one JSON object
     leaked = [national_id for national_id in national_ids if national_id in output]
     assert leaked == []
+
+
+class HoldingProcessor:
+    """A real :class:`Processor` that holds the first delivery until released: a stall."""
+
+    def __init__(self, inner: Processor) -> None:
+        self._inner = inner
+        self.release = asyncio.Event()
+        self._held = False
+
+    async def process(self, body: bytes, **context: Any) -> Outcome:
+        if not self._held:
+            self._held = True
+            await self.release.wait()
+        return await self._inner.process(body, **context)
+
+
+async def test_a_delivery_that_stays_undecided_is_logged_once_and_keeps_readyz_red(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery held past ``stall_after_s``: one warning naming its message id, the
+    readiness problem until it settles, and the deliveries behind it still commit."""
+    events = generate_events(3, seed=34)
+    assert (await publish_events(without_endpoint(settings), events)).all_confirmed
+    caplog.set_level(logging.WARNING, logger="kpr.consumer")
+    async with open_store(settings.store_url) as store:
+        holding = HoldingProcessor(
+            Processor(build_opener(settings), pseudonymiser(settings), store)
+        )
+        async with Consumer(
+            settings.amqp_url,
+            topology=settings.topology(),
+            processor=holding,  # type: ignore[arg-type]
+            watch_interval_s=0.1,
+            stall_after_s=0.5,
+        ) as consumer:
+            running = asyncio.create_task(consumer.run())
+
+            async def stalled() -> bool:
+                return any("undecided" in p for p in await consumer.readiness_problems())
+
+            await eventually(stalled, timeout_s=15, what="the stall reported")
+            assert consumer.oldest_delivery_s() >= 0.5
+            await asyncio.sleep(0.5)  # several watchdog rounds: still one warning
+            warnings = [r for r in caplog.records if "undecided" in r.getMessage()]
+            assert len(warnings) == 1
+            assert getattr(warnings[0], "message_id", None)
+            holding.release.set()
+
+            async def settled() -> bool:
+                return consumer.counts["committed"] == 3 and not await stalled()
+
+            await eventually(settled, timeout_s=15, what="the held delivery settled")
+            assert consumer.oldest_delivery_s() == 0.0
+            consumer.request_stop()
+            await asyncio.wait_for(running, timeout=30)

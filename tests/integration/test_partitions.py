@@ -63,7 +63,7 @@ _LOGS: dict[int, Path] = {}
 
 
 def _log_of(process: subprocess.Popen[bytes]) -> str:
-    return _LOGS[process.pid].read_text(errors="replace")[-3000:]
+    return _LOGS[process.pid].read_text(errors="replace")[-20000:]
 
 
 def _consumer_process(settings: Settings, *, until_idle_s: float) -> subprocess.Popen[bytes]:
@@ -80,6 +80,8 @@ def _consumer_process(settings: Settings, *, until_idle_s: float) -> subprocess.
         "KPR_PARTITION_CONSUMERS": "2",
         # Long enough for both processes to claim their share before either stands by.
         "KPR_PARTITION_STANDBY_DELAY": "5",
+        # A delivery undecided this long is logged by message id (a CI hang's suspect).
+        "KPR_STALL_AFTER": "20",
     }
     descriptor, name = tempfile.mkstemp(prefix="consumer-", suffix=".log", dir=settings.state_dir)
     os.close(descriptor)
@@ -134,6 +136,9 @@ def _finish(process: subprocess.Popen[bytes], timeout: float = UNTIL_IDLE_S + 50
     try:
         stdout, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        # What each task waits for (kpr.eventloop's SIGUSR1 dump), then the kill.
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
         process.kill()
         process.communicate()
         raise AssertionError(
