@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from pamqp.commands import Basic
 
 from contracts.errors import PublishNacked, Reason, Unroutable
+from contracts.wire import bus_properties
 
 __all__ = [
     "FAILURE_HEADERS",
@@ -25,6 +26,7 @@ __all__ = [
     "HEADER_REPLAY_COUNT",
     "dead_letter_message",
     "publish_confirmed",
+    "republishable",
     "retry_message",
 ]
 
@@ -97,7 +99,22 @@ async def publish_confirmed(
 
 
 def _carried_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
-    return {k: v for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS}
+    return {
+        k: republishable(v) for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS
+    }
+
+
+def republishable(value: Any) -> Any:
+    """A header value as pamqp can write it again: it reads a byte array as ``bytes``
+    (e.g. the packed AMQP 1.0 sections of :mod:`contracts.wire`) but writes only
+    ``bytearray``; without this a 1.0 sender's message could never be dead-lettered."""
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {k: republishable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [republishable(v) for v in value]
+    return value
 
 
 def _copy(
@@ -116,11 +133,8 @@ def _copy(
 
 
 def sender_her_id_of(message: AbstractIncomingMessage) -> int | None:
-    value = (message.headers or {}).get("fromHerId")
-    try:
-        return int(value) if value is not None else None  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
+    """The unsigned ``fromHerId``: a 0-9-1 header, or packed by an AMQP 1.0 sender."""
+    return bus_properties(message.headers).from_her_id
 
 
 def dead_letter_message(

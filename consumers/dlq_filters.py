@@ -34,8 +34,10 @@ from consumers.deadletter import (
     HEADER_REASON,
     HEADER_REPLAY_COUNT,
     HEADER_SENDER_HER_ID,
+    republishable,
 )
 from contracts.errors import Reason
+from contracts.wire import bus_properties
 
 __all__ = [
     "DeadLetterInfo",
@@ -115,7 +117,7 @@ def describe(
     headers = headers or {}
     sender = _int(headers.get(HEADER_SENDER_HER_ID))
     if sender is None:
-        sender = _int(headers.get("fromHerId"))
+        sender = bus_properties(headers).from_her_id
     event_type = _text(headers.get("eventType")) or _text(message_type)
     reason = _text(headers.get(HEADER_REASON))
     death = _latest_death(headers)
@@ -221,7 +223,7 @@ def replay_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     behind, so a new failure describes itself and the broker does not drop the copy.
     """
     carried = {
-        key: value
+        key: republishable(value)
         for key, value in (headers or {}).items()
         if key not in FAILURE_HEADERS and key not in BROKER_HEADERS
     }

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Self
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, FieldValue
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from pydantic import BaseModel, ConfigDict
@@ -35,6 +36,13 @@ from contracts.envelope import SigningIdentity
 from contracts.errors import Reason
 from contracts.resources import AsyncResource
 from contracts.topology import Topology
+from contracts.wire import (
+    APP_PROPERTIES_HEADER,
+    PROPERTIES_HEADER,
+    application_timestamp,
+    pack_application_properties,
+    pack_properties,
+)
 
 __all__ = [
     "RECEIPT_CONTENT_TYPE",
@@ -110,20 +118,44 @@ class ReceiptSigner:
 def receipt_message(
     receipt: Receipt, signed: bytes, *, register_her_id: int, sender_her_id: int
 ) -> aio_pika.Message:
-    """The AMQP message for a signed receipt, with the national bus's error properties."""
+    """The AMQP message for a signed receipt, with the national bus's error properties.
+
+    As 0-9-1 headers (string values, as Helsenorge.Messaging writes them) and, for an
+    AMQP 1.0 receiver on RabbitMQ 3.x, packed as the 1.0 application-properties and
+    properties sections (:mod:`contracts.wire`): that broker shows a 1.0 receiver no 0-9-1
+    header, and its ErrorMessageListener discards an error message without a subject.
+    """
+    message_id = str(uuid.uuid4())
+    subject = receipt.event_type or RECEIPT_TYPE
+    properties = {
+        "errorCondition": receipt.error_condition,
+        "errorDescription": receipt.description,
+        "originalMessageId": receipt.original_message_id,
+        "receiverTimeStamp": application_timestamp(receipt.rejected_at),
+        "fromHerId": str(register_her_id),
+        "toHerId": str(sender_her_id),
+        "applicationTimeStamp": application_timestamp(datetime.now(UTC)),
+    }
+    packed: dict[str, FieldValue] = {
+        APP_PROPERTIES_HEADER: bytearray(pack_application_properties(properties)),
+        PROPERTIES_HEADER: bytearray(
+            pack_properties(
+                message_id=message_id,
+                subject=subject,
+                correlation_id=receipt.original_message_id or None,
+                content_type=RECEIPT_CONTENT_TYPE,
+            )
+        ),
+    }
     return aio_pika.Message(
         signed,
         content_type=RECEIPT_CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id,
+        correlation_id=receipt.original_message_id or None,
         type=RECEIPT_TYPE,
         timestamp=receipt.rejected_at,
-        headers={
-            "errorCondition": receipt.error_condition,
-            "errorDescription": receipt.description,
-            "originalMessageId": receipt.original_message_id,
-            "fromHerId": register_her_id,
-            "toHerId": sender_her_id,
-        },
+        headers={**properties, **packed},
     )
 
 

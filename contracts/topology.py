@@ -14,6 +14,16 @@ messages back to a sender). ::
 
 ``prefix`` isolates several topologies on one broker (tests, benchmarks).
 
+The national bus's own entry (Helsenorge.Messaging over AMQP 1.0, see
+:mod:`contracts.wire`): a sender attaches to ``/exchange/{namespace}/{toHerId}_async``,
+i.e. publishes to the exchange named by its connection string's path with the queue's
+name as routing key. Our broker mirrors that::
+
+    AMQP 1.0 sender --("{register}_async")--> {bus_namespace} (direct) --> {register}_async
+
+Unpartitioned only: a 1.0 sender sets no partition key, so with partitions the binding
+is left out (docs/OPERATIONS.md, "National bus").
+
 Partitioned (``partitions=N > 0``), for per-person order across several consumers::
 
     kpr.events --("event")--> kpr.partitions (x-consistent-hash on header kprPartitionKey)
@@ -53,6 +63,7 @@ class Topology:
     dead_letter_strategy: str = "at-least-once"
     work_queue_extra_arguments: dict[str, Any] = field(default_factory=dict)
     partitions: int = 0
+    bus_namespace: str = "kpr.bus"
 
     def __post_init__(self) -> None:
         if self.partitions < 0:
@@ -69,6 +80,16 @@ class Topology:
     @property
     def work_queue(self) -> str:
         return f"{self.prefix}{self.register_her_id}_async"
+
+    @property
+    def bus_exchange(self) -> str:
+        """Where AMQP 1.0 senders publish (``/exchange/{bus_exchange}/{bus_routing_key}``)."""
+        return f"{self.prefix}{self.bus_namespace}"
+
+    @property
+    def bus_routing_key(self) -> str:
+        """The queue name a national sender addresses: the register's HER-id, unprefixed."""
+        return f"{self.register_her_id}_async"
 
     @property
     def partition_exchange(self) -> str:
@@ -165,6 +186,10 @@ class Topology:
             await self._declare_partitions(channel, work)
         else:
             await queue.bind(work, routing_key=self.routing_key)
+            bus = await channel.declare_exchange(
+                self.bus_exchange, ExchangeType.DIRECT, durable=True
+            )
+            await queue.bind(bus, routing_key=self.bus_routing_key)
 
         dlx = await channel.declare_exchange(
             self.dead_letter_exchange, ExchangeType.DIRECT, durable=True

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for kpr-stream on Debian bookworm (as root on a fresh machine):
 #   1. the system packages the local broker and database need (rabbitmq-server,
-#      postgresql, openssl; python3 and its venv module) and the tests' tools (prometheus
+#      postgresql, openssl; python3 with its venv module and headers, gcc) and the tests' tools (prometheus
 #      for promtool, chromium for the report test), installed only when missing;
 #   2. the project's virtualenv in .venv with `pip install -e ".[dev]"`, redone only
 #      when pyproject.toml changed.
@@ -35,6 +35,10 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v python3 >/dev/null || missing+=(python3)
+# python-qpid-proton (the AMQP 1.0 codec, contracts/wire.py) is built from its sdist.
+command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null \
+    || missing+=(python3-dev)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     missing+=(python3-venv)
 fi

@@ -47,7 +47,7 @@ __all__ = [
     "stop_node_group",
 ]
 
-DEFAULT_PLUGINS: tuple[str, ...] = ("rabbitmq_consistent_hash_exchange",)
+DEFAULT_PLUGINS: tuple[str, ...] = ("rabbitmq_consistent_hash_exchange", "rabbitmq_amqp1_0")
 EXTERNAL_AUTH_PLUGIN = "rabbitmq_auth_mechanism_ssl"
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "infra" / "rabbitmq"
 

@@ -18,6 +18,7 @@ from contracts.events import Event, encode_event
 from contracts.letter import Party, encode_letter
 from contracts.partitioning import PARTITION_HEADER, partition_token
 from contracts.pki import org_number_of
+from contracts.wire import application_timestamp
 
 __all__ = ["SealedMessage", "Sealer", "message_id_for"]
 
@@ -50,10 +51,11 @@ class SealedMessage:
     partition_key: str | None = None
 
     def headers(self) -> dict[str, FieldValue]:
+        # The national bus's properties as Helsenorge.Messaging writes them: strings.
         headers: dict[str, FieldValue] = {
-            "fromHerId": self.sender_her_id,
-            "toHerId": self.recipient_her_id,
-            "applicationTimeStamp": self.created_at.isoformat(),
+            "fromHerId": str(self.sender_her_id),
+            "toHerId": str(self.recipient_her_id),
+            "applicationTimeStamp": application_timestamp(self.created_at),
             "eventType": self.event_type,
         }
         if self.partition_key is not None:

@@ -335,6 +335,9 @@ def contract_reference() -> str:
         f"{HEAD_CIRCUMFERENCE_RANGE_CM[0]:g}-{HEAD_CIRCUMFERENCE_RANGE_CM[1]:g} cm.",
         '- The "Ut til" categories follow Volven code list 7300 by meaning; the numeric '
         "Volven values are to be confirmed before publication.",
+        "- On the wire, each event travels sealed (CMS) with the national bus's message "
+        "properties; how each Helsenorge.Messaging property and behaviour is met, and the "
+        "test that proves it: [NATIONAL_BUS.md](NATIONAL_BUS.md).",
         "",
         "## Events and their parts",
         "",

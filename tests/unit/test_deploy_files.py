@@ -285,6 +285,7 @@ def test_definitions_declare_every_topology_exchange_and_binding() -> None:
         TOPOLOGY.dead_letter_exchange,
         TOPOLOGY.retry_exchange,
         TOPOLOGY.receipt_exchange,
+        TOPOLOGY.bus_exchange,
         *(TOPOLOGY.inbound_exchange(s) for s in SENDERS),
     }
     assert set(exchanges) == expected_exchanges
@@ -295,6 +296,7 @@ def test_definitions_declare_every_topology_exchange_and_binding() -> None:
     }
     expected = {
         (TOPOLOGY.work_exchange, TOPOLOGY.work_queue, "queue", TOPOLOGY.routing_key),
+        (TOPOLOGY.bus_exchange, TOPOLOGY.work_queue, "queue", TOPOLOGY.bus_routing_key),
         (
             TOPOLOGY.dead_letter_exchange,
             TOPOLOGY.dead_letter_queue,

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pamqp import encode as pamqp_encode
 
 from consumers.audit import AuditLog
 from consumers.deadletter import (
@@ -28,6 +29,7 @@ from consumers.dlq_filters import (
 )
 from consumers.receipts import Receipt
 from contracts.errors import Reason
+from contracts.wire import APP_PROPERTIES_HEADER, bus_properties, pack_application_properties
 
 WHEN = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -231,3 +233,14 @@ def test_a_replay_keeps_the_partition_key_so_it_returns_to_its_partition() -> No
     carried = replay_headers({PARTITION_HEADER: "0a1b2c3d", "x-kpr-reason": "malformed"})
     assert carried[PARTITION_HEADER] == "0a1b2c3d"
     assert "x-kpr-reason" not in carried
+
+
+def test_packed_amqp_1_0_sections_are_carried_in_a_form_pamqp_can_write_again() -> None:
+    """pamqp reads a byte-array header as ``bytes`` but writes only ``bytearray``: the
+    replayed copy of a 1.0 sender's message must still carry (and encode) its sections."""
+    packed = pack_application_properties({"fromHerId": "90001"})
+    copy = replay_headers({APP_PROPERTIES_HEADER: packed, "nested": {"raw": b"\x01"}})
+    assert copy[APP_PROPERTIES_HEADER] == bytearray(packed)
+    assert bus_properties(copy).from_her_id == 90001
+    encoded = pamqp_encode.field_table(copy)  # raises TypeError on a bytes value
+    assert bytes(packed) in encoded

@@ -1,0 +1,166 @@
+"""An AMQP 1.0 sender as Helsenorge.Messaging is one, against our consumer on RabbitMQ.
+
+The sender and the receiver are python-qpid-proton's blocking client: an AMQP 1.0
+implementation independent of our aio-pika (0-9-1) code. The sender attaches to the
+address Helsenorge.Messaging builds for RabbitMQ (``/exchange/{namespace}/{toHerId}_async``,
+``src/Helsenorge.Messaging/Amqp/AmqpConnection.cs``) and sets the properties its
+``AmqpCore`` sets: string ``fromHerId``, ``toHerId``, ``applicationTimeStamp``
+(``yyyy-MM-ddTHH:mm:ssK``) and ``cpaId``, the message function as subject, a free
+message id, correlation id, reply-to and the CMS content type. The receipt is read the
+way its error listener reads ``/amq/queue/{herId}_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aio_pika
+import pytest
+from proton import Message
+from proton.utils import BlockingConnection
+from support import pipeline_settings
+
+from contracts.envelope import CONTENT_TYPE
+from contracts.errors import Reason
+from contracts.pki import PkiDir
+from contracts.synth import generate_events
+from kpr.config import Settings
+from kpr.localbroker import LocalRabbitMQ
+from kpr.runtime import build_sealer, consume, store_summary
+
+#: .NET's "yyyy-MM-ddTHH:mm:ssK", as Helsenorge.Messaging formats applicationTimeStamp.
+DOTNET_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)$")
+
+
+@pytest.fixture
+def settings(
+    amqp_vhost_url: str, dev_pki: PkiDir, tmp_path: Path, local_broker: LocalRabbitMQ
+) -> Settings:
+    # local_broker: its rabbitmq_amqp1_0 plugin is on (kpr.localbroker.DEFAULT_PLUGINS).
+    return pipeline_settings(amqp_vhost_url, dev_pki, tmp_path)
+
+
+def _proton(settings: Settings) -> BlockingConnection:
+    """A 1.0 connection to the test's vhost (RabbitMQ reads it from the open frame)."""
+    url = urlsplit(settings.amqp_url)
+    vhost = url.path.lstrip("/") or "/"
+    return BlockingConnection(
+        f"amqp://{url.username}:{url.password}@{url.hostname}:{url.port}",
+        virtual_host=f"vhost:{vhost}",
+        timeout=30,
+    )
+
+
+def _helsenorge_message(
+    body: bytes, *, message_id: str, from_her_id: int, to_her_id: int
+) -> Message:
+    message = Message(
+        body=body,
+        id=message_id,
+        subject="KPR_EVENT",
+        correlation_id=message_id,
+        reply_to=f"{from_her_id}_async",
+        content_type=CONTENT_TYPE,
+        durable=True,
+        properties={
+            "fromHerId": str(from_her_id),
+            "toHerId": str(to_her_id),
+            "applicationTimeStamp": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
+            "cpaId": str(uuid.uuid4()),
+        },
+    )
+    message.inferred = True  # a data section, as AMQPNetLite sends a byte[] body
+    return message
+
+
+def _send(settings: Settings, messages: list[Message]) -> None:
+    topology = settings.topology()
+    connection = _proton(settings)
+    try:
+        sender = connection.create_sender(
+            f"/exchange/{topology.bus_exchange}/{topology.bus_routing_key}"
+        )
+        for message in messages:
+            sender.send(message)  # blocks until the broker settles it (accepted)
+    finally:
+        connection.close()
+
+
+def _receive(settings: Settings, queue: str, count: int) -> list[Message]:
+    connection = _proton(settings)
+    try:
+        receiver = connection.create_receiver(f"/amq/queue/{queue}")
+        received = []
+        for _ in range(count):
+            received.append(receiver.receive(timeout=30))
+            receiver.accept()
+        return received
+    finally:
+        connection.close()
+
+
+async def _declare(settings: Settings) -> None:
+    """The topology, before the 1.0 sender attaches (its exchange must exist)."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        await settings.topology().declare(await connection.channel())
+
+
+async def test_an_amqp_1_0_sender_as_helsenorge_messaging_is_committed_and_reads_our_receipt(
+    settings: Settings, dev_pki: PkiDir
+) -> None:
+    """Two sealed events from the 1.0 sender commit; the same message with one byte
+    changed is dead-lettered, and the 1.0 receiver reads the receipt on the sender's
+    error queue with the properties Helsenorge.Messaging's error listener reads."""
+    await _declare(settings)
+    sealer = build_sealer(settings)
+    sealed = [sealer.seal(event) for event in generate_events(2, seed=1601)]
+    sender_her_id = sealed[0].sender_her_id
+    register = settings.register_her_id
+    broken = bytearray(sealed[0].body)
+    broken[len(broken) // 2] ^= 0x01
+    broken_id = str(uuid.uuid4())  # any message id, as the national library sends
+    messages = [
+        _helsenorge_message(
+            s.body, message_id=s.message_id, from_her_id=sender_her_id, to_her_id=register
+        )
+        for s in sealed
+    ]
+    messages.append(
+        _helsenorge_message(
+            bytes(broken), message_id=broken_id, from_her_id=sender_her_id, to_her_id=register
+        )
+    )
+    await asyncio.to_thread(_send, settings, messages)
+
+    counts = await consume(settings, until_idle_s=2.0)
+    assert counts["committed"] == 2, counts
+    assert counts["dead_lettered"] == 1, counts
+    assert (await store_summary(settings)).events_committed == 2
+
+    topology = settings.topology()
+    [receipt] = await asyncio.to_thread(
+        _receive, settings, topology.receipt_queue(sender_her_id), 1
+    )
+    properties = receipt.properties or {}
+    assert properties["fromHerId"] == str(register)
+    assert properties["toHerId"] == str(sender_her_id)
+    assert properties["originalMessageId"] == broken_id
+    assert properties["errorCondition"] in {r.national_condition for r in Reason}
+    assert properties["errorDescription"]
+    for name in ("applicationTimeStamp", "receiverTimeStamp"):
+        assert DOTNET_TIMESTAMP.match(properties[name]), (name, properties[name])
+    # The error listener discards an error message without a message function (subject).
+    assert receipt.subject
+    assert receipt.id
+    assert receipt.id != broken_id
+    assert receipt.correlation_id == broken_id
+    body = bytes(receipt.body)
+    assert (
+        body[:1] == b"\x30"
+    )  # a DER SignedData (openssl reads it: tests/unit/test_openssl_interop.py)
