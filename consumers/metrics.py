@@ -167,6 +167,13 @@ class ConsumerMetrics:
             ["reason"],
             registry=registry,
         )
+        self.letters = Counter(
+            "kpr_consumer_letters",
+            "Events committed or found duplicate, by the letter's wire form (msghead, json): "
+            "how far the senders have moved to MsgHead.",
+            ["form"],
+            registry=registry,
+        )
         self.crypto_failures = Counter(
             "kpr_crypto_failures",
             "Rejections of the CMS envelope (decrypt, verify, trust), by class.",
@@ -269,6 +276,8 @@ class ConsumerMetrics:
             failure_class = CRYPTO_FAILURE_CLASS.get(reason)
             if failure_class is not None:
                 self.crypto_failures.labels(failure_class.value).inc()
+        if outcome.letter_form is not None and outcome.acks_after_commit:
+            self.letters.labels(form=outcome.letter_form.value).inc()
         if outcome.disposition is Disposition.COMMITTED:
             now = self._clock()
             if outcome.registered_at_epoch_s is not None:

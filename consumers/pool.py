@@ -89,7 +89,9 @@ def _answer(
             return verified
         if pseudonymiser is None:
             raise RuntimeError("the opener pool was started without a pseudonymiser")
-        return pseudonymise(verified.event, pseudonymiser, message_id or "")
+        return pseudonymise(
+            verified.event, pseudonymiser, message_id or "", letter_form=verified.letter.form
+        )
     except Exception as error:
         # The traceback does not cross the boundary; the class and attributes do.
         error.__traceback__ = None

@@ -26,6 +26,7 @@ from consumers.pseudonym import Pseudonymiser
 from consumers.records import PSEUDONYM_KEY_CHECK, pseudonymise
 from consumers.store import ApplyResult, EventRecord, PathwayStore, RejectionRecord
 from contracts.errors import ContractViolation, Reason, Rejected, TransientFailure
+from contracts.letter import LetterForm
 
 __all__ = ["Disposition", "Outcome", "Processor", "pseudonymise"]
 
@@ -54,6 +55,7 @@ class Outcome:
     sender_verified: bool = False
     municipality: str | None = None
     clinical_epoch_s: float | None = None
+    letter_form: LetterForm | None = None
 
     @property
     def acks_after_commit(self) -> bool:
@@ -128,7 +130,9 @@ class Processor:
             verified = await pool.open(body, message_id=message_id, from_her_id=from_her_id)
         else:
             verified = self._opener.open(body, message_id=message_id, from_her_id=from_her_id)
-        return pseudonymise(verified.event, self._pseudonymiser, message_id)
+        return pseudonymise(
+            verified.event, self._pseudonymiser, message_id, letter_form=verified.letter.form
+        )
 
     async def _record_rejection(
         self,
@@ -180,6 +184,7 @@ class Processor:
             sender_verified=True,
             municipality=record.municipality,
             clinical_epoch_s=record.clinical_time.timestamp(),
+            letter_form=record.letter_form,
         )
 
 

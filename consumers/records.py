@@ -12,6 +12,7 @@ import orjson
 from consumers.pseudonym import Pseudonymiser
 from consumers.store import EventRecord
 from contracts.events import Event
+from contracts.letter import LetterForm
 
 __all__ = ["PSEUDONYM_KEY_CHECK", "pseudonymise"]
 
@@ -20,7 +21,13 @@ __all__ = ["PSEUDONYM_KEY_CHECK", "pseudonymise"]
 PSEUDONYM_KEY_CHECK = b"kpr pseudonym key check v1"
 
 
-def pseudonymise(event: Event, pseudonymiser: Pseudonymiser, message_id: str) -> EventRecord:
+def pseudonymise(
+    event: Event,
+    pseudonymiser: Pseudonymiser,
+    message_id: str,
+    *,
+    letter_form: LetterForm = LetterForm.JSON,
+) -> EventRecord:
     """The stored form of an event: the national id replaced by its keyed pseudonym.
 
     The digest that detects conflicting duplicates is keyed too, so it cannot be used
@@ -52,4 +59,5 @@ def pseudonymise(event: Event, pseudonymiser: Pseudonymiser, message_id: str) ->
         registered_at=event.registered_at,
         digest=pseudonymiser.mac(canonical),
         payload=canonical,
+        letter_form=letter_form,
     )

@@ -41,6 +41,7 @@ from consumers.database import (
 from consumers.projections import Projections
 from consumers.queries import PathwayQueries, SenderActivity, StoreSummary, iso
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
+from contracts.letter import LetterForm
 from contracts.resources import AsyncResource
 
 __all__ = [
@@ -83,6 +84,8 @@ class EventRecord:
     registered_at: datetime
     digest: str
     payload: bytes
+    #: The letter's wire form (a metrics label; not stored).
+    letter_form: LetterForm = LetterForm.JSON
 
 
 @dataclass(frozen=True)

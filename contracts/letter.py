@@ -15,21 +15,35 @@ Wire form (JSON, UTF-8)::
 
 The event stays a JSON object here: it is validated separately so that a broken
 letter (malformed) and a broken event (contract violation) are told apart.
+
+The same letter may come as a KITH MsgHead v1.2 (:mod:`contracts.msghead`), as the national
+bus's EPJ systems send: :func:`decode_letter` reads either (XML is told by its first
+byte) and says which in :attr:`Letter.form`. The JSON form stays readable through the
+migration window (docs/NATIONAL_BUS.md).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.errors import MalformedMessage, RecipientMismatch
+from contracts.msghead import decode_msghead, is_xml
 
-__all__ = ["Letter", "Party", "check_binding", "decode_letter", "encode_letter"]
+__all__ = ["Letter", "LetterForm", "Party", "check_binding", "decode_letter", "encode_letter"]
 
 LETTER_VERSION: Literal[1] = 1
+
+
+class LetterForm(StrEnum):
+    """Which wire form a letter came in: a metrics label."""
+
+    JSON = "json"
+    MSGHEAD = "msghead"
 
 
 class Party(BaseModel):
@@ -48,6 +62,8 @@ class Letter(BaseModel):
     sender: Party
     recipient_her_id: int = Field(gt=0)
     event: dict[str, Any]
+    #: Set by :func:`decode_letter`, never read from the JSON form.
+    form: LetterForm = Field(default=LetterForm.JSON, exclude=True)
 
 
 def encode_letter(
@@ -74,13 +90,18 @@ def encode_letter(
 
 
 def decode_letter(data: bytes) -> Letter:
-    """Parse a letter; anything that is not one is :class:`MalformedMessage`."""
-    try:
-        raw = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise MalformedMessage("the signed content is not JSON") from None
-    if not isinstance(raw, dict):
-        raise MalformedMessage("the signed content is not a JSON object")
+    """Parse a letter, JSON or MsgHead; anything that is not one is :class:`MalformedMessage`."""
+    if is_xml(data):
+        raw: Any = {**decode_msghead(data), "form": LetterForm.MSGHEAD}
+    else:
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise MalformedMessage("the signed content is neither JSON nor XML") from None
+        if not isinstance(raw, dict):
+            raise MalformedMessage("the signed content is not a JSON object")
+        if "form" in raw:
+            raise MalformedMessage("the letter is not well formed: form")
     try:
         return Letter.model_validate(raw)
     except ValidationError as error:

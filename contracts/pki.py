@@ -309,6 +309,14 @@ def org_number_of(certificate: x509.Certificate) -> str | None:
     return value
 
 
+def organisation_name_of(certificate: x509.Certificate) -> str | None:
+    """The subject's organizationName (one value, as text), for the MsgHead's sender."""
+    values = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    if len(values) != 1 or not isinstance(values[0].value, str):
+        return None
+    return values[0].value
+
+
 # --- files ---------------------------------------------------------------------------
 
 

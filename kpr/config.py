@@ -8,6 +8,11 @@
 - ``KPR_ENVIRONMENT``: ``production`` (the default, fails safe) or ``test``.
 - ``KPR_REGISTER_HER_ID``: the register's HER-id (ours, as receiver); default 8133973.
 - ``KPR_PROFILE``: the sender's CMS profile, ``national`` (default) or ``strict``.
+- ``KPR_LETTER``: the form of the signed letter a producer sends, ``msghead`` (KITH MsgHead
+  v1.2, the default, as the national bus's EPJ systems send) or ``json`` (the earlier form,
+  still read by the consumer through the migration window).
+- ``KPR_STALL_AFTER``: seconds a delivery may stay undecided before the consumer logs it
+  and ``/readyz`` reports it; default 120.
 - ``KPR_PSEUDONYM_KEY_FILE``: the pseudonym key (hex, >= 32 bytes); required in production,
   ``$KPR_STATE_DIR/pseudonym.key`` (created) in test.
 - ``KPR_AUTHORISATION_FILE``: JSON ``{signer_org: [unit_org, ...]}``; without it a unit
@@ -75,6 +80,7 @@ from contracts.connection import TlsSettings, broker_urls
 from contracts.envelope import DecryptionKey, Profile, SigningIdentity
 from contracts.errors import KeyMaterialError, SettingsError
 from contracts.events import Environment
+from contracts.letter import LetterForm
 from contracts.partitioning import DEV_PARTITION_KEY, parse_partition_key
 from contracts.pki import (
     PkiDir,
@@ -164,6 +170,7 @@ class Settings:
     environment: Environment = Environment.PRODUCTION
     register_her_id: int = KPR_HER_IDS["test"]
     profile: Profile = Profile.NATIONAL
+    letter_form: LetterForm = LetterForm.MSGHEAD
     pseudonym_key_file: Path | None = None
     authorisation_file: Path | None = None
     metrics_port: int | None = None
@@ -203,6 +210,7 @@ class Settings:
                 env, "KPR_REGISTER_HER_ID", KPR_HER_IDS["test"], int, minimum=1
             ),
             profile=_choice(env, "KPR_PROFILE", Profile, "national"),
+            letter_form=_choice(env, "KPR_LETTER", LetterForm, "msghead"),
             pseudonym_key_file=Path(key_file) if key_file else None,
             authorisation_file=Path(authorisation) if authorisation else None,
             metrics_port=metrics_port if metrics_port >= 0 else None,

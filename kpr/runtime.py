@@ -100,6 +100,7 @@ def build_sealer(settings: Settings) -> Sealer:
         recipient_her_id=settings.register_her_id,
         profile=settings.profile,
         partition_key=settings.partition_key(),
+        letter_form=settings.letter_form,
     )
 
 

@@ -15,9 +15,10 @@ from cryptography import x509
 
 from contracts.envelope import Profile, SigningIdentity, seal
 from contracts.events import Event, encode_event
-from contracts.letter import Party, encode_letter
+from contracts.letter import LetterForm, Party, encode_letter
+from contracts.msghead import encode_msghead
 from contracts.partitioning import PARTITION_HEADER, partition_token
-from contracts.pki import org_number_of
+from contracts.pki import org_number_of, organisation_name_of
 from contracts.wire import application_timestamp
 
 __all__ = ["SealedMessage", "Sealer", "message_id_for"]
@@ -76,8 +77,10 @@ class Sealer:
         recipient_her_id: int,
         profile: Profile = Profile.NATIONAL,
         partition_key: bytes | None = None,
+        letter_form: LetterForm = LetterForm.MSGHEAD,
     ) -> None:
-        """With ``partition_key``, each message carries the person's partition token."""
+        """With ``partition_key``, each message carries the person's partition token.
+        ``letter_form``: MsgHead v1.2 (the national form) or the JSON letter."""
         signer_org = org_number_of(signer.certificate)
         if signer_org is None:
             raise ValueError("the signing certificate carries no organisation number")
@@ -87,17 +90,30 @@ class Sealer:
         self._recipient_her_id = recipient_her_id
         self._profile = profile
         self._partition_key = partition_key
+        self._letter_form = letter_form
+        self._signer_name = organisation_name_of(signer.certificate) or signer_org
 
     def seal(self, event: Event, *, created_at: datetime | None = None) -> SealedMessage:
         created = created_at or datetime.now(UTC)
         message_id = message_id_for(event)
-        letter = encode_letter(
-            message_id=message_id,
-            sender=Party(her_id=event.sender_her_id, org_number=self._signer_org),
-            recipient_her_id=self._recipient_her_id,
-            event_json=encode_event(event),
-            created_at=created,
-        )
+        if self._letter_form is LetterForm.MSGHEAD:
+            letter = encode_msghead(
+                message_id=message_id,
+                sender_her_id=event.sender_her_id,
+                sender_org_number=self._signer_org,
+                sender_name=self._signer_name,
+                recipient_her_id=self._recipient_her_id,
+                event_json=encode_event(event),
+                created_at=created,
+            )
+        else:
+            letter = encode_letter(
+                message_id=message_id,
+                sender=Party(her_id=event.sender_her_id, org_number=self._signer_org),
+                recipient_her_id=self._recipient_her_id,
+                event_json=encode_event(event),
+                created_at=created,
+            )
         body = seal(
             letter,
             signer=self._signer,

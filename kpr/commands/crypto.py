@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from cryptography import x509
 from contracts.envelope import DecryptionKey, Profile, SigningIdentity, open_envelope, seal
 from contracts.errors import InputRefused, KeyMaterialError
 from contracts.events import Environment, encode_event, parse_event
-from contracts.letter import Party, check_binding, decode_letter, encode_letter
+from contracts.letter import LetterForm, Party, check_binding, decode_letter, encode_letter
+from contracts.msghead import encode_msghead
 from contracts.pki import (
     load_ca_certificates,
     load_certificate,
@@ -30,6 +32,7 @@ from contracts.pki import (
     load_private_key,
     load_recipient_certificate,
     org_number_of,
+    organisation_name_of,
 )
 from contracts.trust import FileCrlSource, TrustStore
 from kpr.config import read_authorisation
@@ -58,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     seal_parser.add_argument(
         "--profile", choices=[p.value for p in Profile], default=Profile.NATIONAL.value
     )
+    seal_parser.add_argument(
+        "--letter",
+        choices=[f.value for f in LetterForm],
+        default=LetterForm.MSGHEAD.value,
+        help="the signed letter's form: KITH MsgHead v1.2 (default) or the JSON letter",
+    )
     seal_parser.add_argument("--recipient-her-id", type=her_id, default=KPR_HER_ID)
     seal_parser.add_argument("--message-id", help="default: a new UUID")
     seal_parser.add_argument(
@@ -71,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Signature forms accepted: CMS SignedData with signed attributes "
         "(content-type, message-digest, signing-time; the signer judged at signing time), "
         "or with no signed attributes, the signature over the content as .NET SignedCms "
-        "(Helsenorge.Messaging) makes it (the signer judged at receipt time).",
+        "(Helsenorge.Messaging) makes it (the signer judged at receipt time). Letters "
+        "accepted: KITH MsgHead v1.2 with the event as a base64 JSON attachment "
+        "(docs/NATIONAL_BUS.md), or the JSON letter of earlier releases.",
         epilog="Exit codes: 0 opened, 2 usage or unreadable file, 3 malformed (an embedded "
         "certificate that is not well formed included) or unsupported algorithm, 4 signature, "
         "trust or binding failure (or a CRL that cannot be read now), 5 cannot decrypt, "
@@ -144,12 +155,24 @@ def _seal(args: argparse.Namespace) -> int:
             "a national enterprise certificate names it (serialNumber of the subject)",
         )
     event = parse_event(event_data, environment=_environment())
-    letter = encode_letter(
-        message_id=args.message_id or str(uuid.uuid4()),
-        sender=Party(her_id=event.sender_her_id, org_number=signer_org),
-        recipient_her_id=args.recipient_her_id,
-        event_json=encode_event(event),
-    )
+    message_id = args.message_id or str(uuid.uuid4())
+    if LetterForm(args.letter) is LetterForm.MSGHEAD:
+        letter = encode_msghead(
+            message_id=message_id,
+            sender_her_id=event.sender_her_id,
+            sender_org_number=signer_org,
+            sender_name=organisation_name_of(signer.certificate) or signer_org,
+            recipient_her_id=args.recipient_her_id,
+            event_json=encode_event(event),
+            created_at=datetime.now(UTC),
+        )
+    else:
+        letter = encode_letter(
+            message_id=message_id,
+            sender=Party(her_id=event.sender_her_id, org_number=signer_org),
+            recipient_her_id=args.recipient_her_id,
+            event_json=encode_event(event),
+        )
     message = seal(letter, signer=signer, recipient=recipient, profile=Profile(args.profile))
     write_output(args.out, message, "sealed message")
     return 0
@@ -189,6 +212,7 @@ def _open(args: argparse.Namespace) -> int:
             "signing_time": opened.signing_time.isoformat(),
             "profile": str(opened.profile),
             "signature_form": str(opened.signature_form),
+            "letter_form": str(letter.form),
         }
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
         return 0
@@ -197,7 +221,7 @@ def _open(args: argparse.Namespace) -> int:
     print(
         f"signed by {_subject(opened.signer)} (org number {signer_org or 'none'}) "
         f"at {opened.signing_time.isoformat()}, profile {opened.profile}, "
-        f"signature over {opened.signature_form}",
+        f"signature over {opened.signature_form}, letter {letter.form}",
         file=sys.stderr,
     )
     return 0

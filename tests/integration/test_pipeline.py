@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 from collections import Counter
 from dataclasses import replace
@@ -11,6 +12,7 @@ from pathlib import Path
 import aio_pika
 import orjson
 import pytest
+from defusedxml.ElementTree import fromstring as defused_fromstring
 from prometheus_client import CollectorRegistry
 from support import pipeline_settings
 
@@ -18,6 +20,7 @@ from consumers import Consumer, Processor, open_store
 from consumers.deadletter import HEADER_ORIGINAL_MESSAGE_ID, HEADER_REASON
 from contracts.envelope import CONTENT_TYPE
 from contracts.events import Event, KadAdmission
+from contracts.msghead import BASE64_NAMESPACE, MSGHEAD_NAMESPACE
 from contracts.pki import PkiDir
 from contracts.synth import generate_events
 from kpr.config import Settings
@@ -160,9 +163,14 @@ async def test_the_bytes_on_the_queue_open_with_openssl_cms(
         capture_output=True,
     )
     assert b"Verification successful" in verified.stderr
-    letter = orjson.loads(verified.stdout)
-    assert letter["message_id"] == message.message_id
-    assert letter["event"]["event_id"] == str(event.event_id)
+    # The signed content is a MsgHead v1.2 (the default letter), read here with the
+    # standard XML tree, not with our decoder.
+    head = defused_fromstring(verified.stdout)
+    ns = {"m": MSGHEAD_NAMESPACE, "b": BASE64_NAMESPACE}
+    assert head.findtext("m:MsgInfo/m:MsgId", namespaces=ns) == message.message_id
+    attachment = head.findtext("m:Document/m:RefDoc/m:Content/b:Base64Container", namespaces=ns)
+    assert attachment is not None
+    assert orjson.loads(base64.b64decode(attachment))["event_id"] == str(event.event_id)
 
 
 async def test_a_sender_can_publish_through_its_own_inbound_exchange(settings: Settings) -> None:

@@ -7,15 +7,21 @@ Result for the strict profile: OpenSSL 3.0 both decrypts our AuthEnvelopedData
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from crypto_fixtures import CONTENT, IssueSigner
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from contracts.envelope import Profile, SignatureForm, open_envelope, seal
 from contracts.errors import SignatureInvalid, UnsupportedAlgorithm
+from contracts.events import encode_event
+from contracts.msghead import encode_msghead
 from contracts.pki import PkiDir, write_certificate, write_private_key
+from contracts.synth import generate_events
+from contracts.topology import KPR_HER_IDS
 from contracts.trust import TrustStore
 
 pytestmark = pytest.mark.openssl
@@ -241,3 +247,69 @@ def test_a_noattr_sha1_signature_is_still_an_unsupported_algorithm(
     message = openssl_encrypt(dev_pki, tmp_path, signed, "-aes-256-cbc")
     with pytest.raises(UnsupportedAlgorithm, match="sha1"):
         open_envelope(message, keys=[dev_pki.register.decryption_key], trust=trust)
+
+
+def _kpr_open_json(dev_pki: PkiDir, message: Path) -> int:
+    from kpr.cli import main
+
+    return main(
+        [
+            "open", str(message), "--json",
+            "--recipient-cert", str(dev_pki.register.encryption_certificate_path),
+            "--recipient-key", str(dev_pki.register.encryption_key_path),
+            "--trust", str(dev_pki.root_path),
+            "--intermediates", str(dev_pki.intermediate_path),
+        ]
+    )  # fmt: skip
+
+
+def test_kpr_open_accepts_a_msghead_sealed_by_openssl_as_dotnet_does_and_not_a_changed_byte(
+    dev_pki: PkiDir,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A MsgHead letter signed by the real openssl as .NET SignedCms signs (``-noattr``,
+    SHA-256, the intermediate embedded, no root) and encrypted with ``-aes-256-cbc``:
+    ``kpr open`` prints the event and says which forms it read; the same message with one
+    byte of the signed content changed is refused (exit 4, one line)."""
+    monkeypatch.setenv("KPR_ENVIRONMENT", "test")
+    [event] = generate_events(1, seed=1602)
+    message_id = "0d77d041-f010-4ec8-9105-f3dda92fc320"
+    head = encode_msghead(
+        message_id=message_id,
+        sender_her_id=event.sender_her_id,
+        sender_org_number=dev_pki.sender.info.org_number,
+        sender_name="Testkommune",
+        recipient_her_id=KPR_HER_IDS["test"],
+        event_json=encode_event(event),
+        created_at=datetime.now(UTC),
+    )
+    (tmp_path / "sealed.xml").write_bytes(head)
+    openssl(
+        "cms", "-sign", "-binary", "-nodetach", "-noattr", "-md", "sha256",
+        "-in", tmp_path / "sealed.xml",
+        "-signer", dev_pki.sender.signing_certificate_path,
+        "-inkey", dev_pki.sender.signing_key_path,
+        "-certfile", dev_pki.intermediate_path,
+        "-outform", "DER", "-out", tmp_path / "sealed.signed",
+    )  # fmt: skip
+    # The changed message keeps the original's signature: its content alone is edited.
+    original = (tmp_path / "sealed.signed").read_bytes()
+    assert original.count(b"0d77d041") == 1
+    (tmp_path / "changed.signed").write_bytes(original.replace(b"0d77d041", b"0d77d042"))
+    for name in ("sealed", "changed"):
+        message = openssl_encrypt(dev_pki, tmp_path, tmp_path / f"{name}.signed", "-aes-256-cbc")
+        (tmp_path / f"{name}.p7m").write_bytes(message)
+
+    capsys.readouterr()
+    assert _kpr_open_json(dev_pki, tmp_path / "sealed.p7m") == 0
+    summary = orjson.loads(capsys.readouterr().out)
+    assert summary["event"]["event_id"] == str(event.event_id)
+    assert summary["letter_form"] == "msghead"
+    assert summary["signature_form"] == "content"
+
+    assert _kpr_open_json(dev_pki, tmp_path / "changed.p7m") == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "signature" in err[0]

@@ -143,7 +143,9 @@ async def test_the_pool_pseudonymises_to_the_record_the_processor_would_store(
     in_process = build_opener(dev_pki.directory, authorised=True)
     for message in sealed:
         verified = in_process.open(message.body, message_id=message.message_id)
-        expected = pseudonymise(verified.event, Pseudonymiser(KEY), message.message_id)
+        expected = pseudonymise(
+            verified.event, Pseudonymiser(KEY), message.message_id, letter_form=verified.letter.form
+        )
         assert (
             await record_pool.open_record(message.body, message_id=message.message_id) == expected
         )
