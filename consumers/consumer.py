@@ -47,7 +47,6 @@ from consumers.deadletter import (
     dead_letter_message,
     publish_confirmed,
     retry_message,
-    sender_her_id_of,
 )
 from consumers.metrics import ConsumerMetrics, QueueRole
 from consumers.processing import Disposition, Outcome, Processor
@@ -56,6 +55,7 @@ from contracts.connection import TlsSettings, open_with_failover
 from contracts.errors import Reason
 from contracts.resources import AsyncResource
 from contracts.topology import Topology
+from contracts.wire import bus_properties
 
 __all__ = ["Consumer"]
 
@@ -365,7 +365,10 @@ class Consumer(AsyncResource):
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         started = time.monotonic()
-        from_her_id = sender_her_id_of(message)
+        wire = bus_properties(message.headers)
+        from_her_id = wire.from_her_id
+        if self._metrics is not None:
+            self._metrics.observe_wire(wire.wire)
         try:
             outcome = await self._processor.process(
                 message.body, message_id=message.message_id, from_her_id=from_her_id

@@ -17,7 +17,6 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from pamqp.commands import Basic
 
 from contracts.errors import PublishNacked, Reason, Unroutable
-from contracts.wire import bus_properties
 
 __all__ = [
     "FAILURE_HEADERS",
@@ -130,11 +129,6 @@ def _copy(
         type=message.type,
         **overrides,
     )
-
-
-def sender_her_id_of(message: AbstractIncomingMessage) -> int | None:
-    """The unsigned ``fromHerId``: a 0-9-1 header, or packed by an AMQP 1.0 sender."""
-    return bus_properties(message.headers).from_her_id
 
 
 def dead_letter_message(

@@ -23,6 +23,7 @@ from consumers.processing import Disposition, Outcome
 from consumers.store import SenderActivity, StoreSummary
 from contracts.errors import Reason
 from contracts.metrics import CertificateExpiry, CertificateRole
+from contracts.wire import Wire
 
 __all__ = [
     "CRYPTO_FAILURE_CLASS",
@@ -174,6 +175,13 @@ class ConsumerMetrics:
             ["form"],
             registry=registry,
         )
+        self.wire_deliveries = Counter(
+            "kpr_consumer_wire_deliveries",
+            "Deliveries by the AMQP form their properties came in (amqp-1.0: packed by the "
+            "broker from an AMQP 1.0 sender, as Helsenorge.Messaging's).",
+            ["wire"],
+            registry=registry,
+        )
         self.crypto_failures = Counter(
             "kpr_crypto_failures",
             "Rejections of the CMS envelope (decrypt, verify, trust), by class.",
@@ -259,6 +267,9 @@ class ConsumerMetrics:
             self.crypto_failures.labels(failure_class.value)
         for role in QueueRole:
             self.queue_messages.labels(queue=role.value)
+
+    def observe_wire(self, wire: Wire) -> None:
+        self.wire_deliveries.labels(wire=wire.value).inc()
 
     def observe_outcome(self, outcome: Outcome, seconds: float) -> None:
         """Count one decided delivery; ``seconds`` from receipt to decision done."""

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
+from prometheus_client import CollectorRegistry
 from proton import Message
 from proton.utils import BlockingConnection
 from support import pipeline_settings
@@ -138,10 +139,13 @@ async def test_an_amqp_1_0_sender_as_helsenorge_messaging_is_committed_and_reads
     )
     await asyncio.to_thread(_send, settings, messages)
 
-    counts = await consume(settings, until_idle_s=2.0)
+    registry = CollectorRegistry()
+    counts = await consume(settings, until_idle_s=2.0, registry=registry)
     assert counts["committed"] == 2, counts
     assert counts["dead_lettered"] == 1, counts
     assert (await store_summary(settings)).events_committed == 2
+    wire = {"wire": "amqp-1.0"}
+    assert registry.get_sample_value("kpr_consumer_wire_deliveries_total", wire) == 3
 
     topology = settings.topology()
     [receipt] = await asyncio.to_thread(
