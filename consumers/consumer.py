@@ -115,8 +115,7 @@ class Consumer(AsyncResource):
         self._consumer_tag: str | None = None
         self._acks = AckBatcher()
         self._stop = asyncio.Event()
-        self._in_flight = 0
-        # id(message) -> (monotonic start, message id); read by the stall check only.
+        # The deliveries in flight: id(message) -> (monotonic start, message id).
         self._deliveries: dict[int, tuple[float, str | None]] = {}
         self._stall_after_s = stall_after_s
         self._stall_reported = False
@@ -146,6 +145,10 @@ class Consumer(AsyncResource):
                 self._connection, topology=self._topology, signer=self._receipt_signer
             )
         return self
+
+    @property
+    def _in_flight(self) -> int:
+        return len(self._deliveries)
 
     @property
     def consuming(self) -> bool:
@@ -350,7 +353,6 @@ class Consumer(AsyncResource):
             await asyncio.shield(connection.close())
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._in_flight += 1
         self._idle.clear()
         self._last_activity = time.monotonic()
         self._deliveries[id(message)] = (self._last_activity, message.message_id)
@@ -358,8 +360,7 @@ class Consumer(AsyncResource):
             await self._handle(message)
         finally:
             del self._deliveries[id(message)]
-            self._in_flight -= 1
-            if self._in_flight == 0:
+            if not self._deliveries:
                 self._idle.set()
             self._last_activity = time.monotonic()
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from proton import Data, DataException, Described
+from proton import Data, DataException, Described, symbol, ulong
 
 __all__ = [
     "APP_PROPERTIES_HEADER",
@@ -103,8 +103,6 @@ def application_timestamp(when: datetime) -> str:
 
 def pack_application_properties(properties: Mapping[str, str]) -> bytes:
     """An application-properties section as RabbitMQ packs it (for tests and tools)."""
-    from proton import ulong
-
     data = Data()
     section: Any = dict(properties)  # proton types its maps invariantly
     data.put_object(Described(ulong(_APPLICATION_PROPERTIES), section))
@@ -122,8 +120,6 @@ def pack_properties(
     """A properties section (message-id, user-id, to, subject, reply-to, correlation-id,
     content-type). On RabbitMQ 3.x it *replaces* the 0-9-1 properties for an AMQP 1.0
     receiver, so everything that receiver reads must be in it."""
-    from proton import symbol, ulong
-
     fields: list[Any] = [message_id, None, None, subject, reply_to, correlation_id]
     fields.append(symbol(content_type) if content_type is not None else None)
     while fields and fields[-1] is None:
