@@ -21,8 +21,11 @@ name as routing key. Our broker mirrors that::
 
     AMQP 1.0 sender --("{register}_async")--> {bus_namespace} (direct) --> {register}_async
 
-Unpartitioned only: a 1.0 sender sets no partition key, so with partitions the binding
-is left out (docs/OPERATIONS.md, "National bus").
+With partitions the bus exchange is bound to ``kpr.partitions`` instead. A 1.0 sender sets
+no partition key, and the consistent-hash exchange hashes a missing header as one value,
+so every national message goes to the same partition, in arrival order: national traffic
+is not spread over the partitions, but none is lost or sent twice (docs/OPERATIONS.md,
+"National bus").
 
 Partitioned (``partitions=N > 0``), for per-person order across several consumers::
 
@@ -179,16 +182,16 @@ class Topology:
         queue = await channel.declare_queue(
             self.work_queue, durable=True, arguments=self.work_queue_arguments()
         )
+        bus = await channel.declare_exchange(self.bus_exchange, ExchangeType.DIRECT, durable=True)
         if self.partitions:
             # Unbinding an absent binding is a no-op; after a switch to partitions it
             # stops the old queue from receiving a second copy of each message.
             await queue.unbind(work, routing_key=self.routing_key)
-            await self._declare_partitions(channel, work)
+            await queue.unbind(bus, routing_key=self.bus_routing_key)
+            partitions = await self._declare_partitions(channel, work)
+            await partitions.bind(bus, routing_key=self.bus_routing_key)
         else:
             await queue.bind(work, routing_key=self.routing_key)
-            bus = await channel.declare_exchange(
-                self.bus_exchange, ExchangeType.DIRECT, durable=True
-            )
             await queue.bind(bus, routing_key=self.bus_routing_key)
 
         dlx = await channel.declare_exchange(
@@ -211,7 +214,9 @@ class Topology:
 
         await channel.declare_exchange(self.receipt_exchange, ExchangeType.DIRECT, durable=True)
 
-    async def _declare_partitions(self, channel: AbstractChannel, work: AbstractExchange) -> None:
+    async def _declare_partitions(
+        self, channel: AbstractChannel, work: AbstractExchange
+    ) -> AbstractExchange:
         partitions = await channel.declare_exchange(
             self.partition_exchange,
             "x-consistent-hash",
@@ -225,6 +230,7 @@ class Topology:
             )
             # The binding key is the queue's weight on the hash ring: all equal.
             await queue.bind(partitions, routing_key="1")
+        return partitions
 
     async def declare_inbound(self, channel: AbstractChannel, sender_her_id: int) -> str:
         """Declare a sender's inbound exchange and bind it to the work exchange."""

@@ -17,12 +17,13 @@ import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
 from prometheus_client import CollectorRegistry
-from proton import Message
+from proton import Message, Timeout
 from proton.utils import BlockingConnection
 from support import pipeline_settings
 
@@ -168,3 +169,64 @@ async def test_an_amqp_1_0_sender_as_helsenorge_messaging_is_committed_and_reads
     assert (
         body[:1] == b"\x30"
     )  # a DER SignedData (openssl reads it: tests/unit/test_openssl_interop.py)
+
+
+async def test_with_partitions_the_national_entry_feeds_one_partition_in_order(
+    settings: Settings,
+) -> None:
+    """A partitioned register still takes national traffic: the bus exchange is bound to
+    the partition exchange, every 1.0 message (no partition key) lands in the same one
+    partition queue, in the order sent, and the partition consumers commit them all."""
+    partitioned = settings.with_overrides(partitions=4, partition_standby_delay_s=0.5)
+    await _declare(partitioned)
+    sealer = build_sealer(partitioned)
+    sealed = [sealer.seal(event) for event in generate_events(6, seed=1602)]
+    register = partitioned.register_her_id
+    await asyncio.to_thread(
+        _send,
+        partitioned,
+        [
+            _helsenorge_message(
+                s.body, message_id=s.message_id, from_her_id=s.sender_her_id, to_her_id=register
+            )
+            for s in sealed
+        ],
+    )
+    topology = partitioned.topology()
+    connection = await aio_pika.connect(partitioned.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        depths = {}
+        for name in (*topology.partition_queues, topology.work_queue):
+            declared = await channel.declare_queue(name, passive=True)
+            depths[name] = declared.declaration_result.message_count
+    [(busy, depth)] = [(name, n) for name, n in depths.items() if n]
+    assert busy in topology.partition_queues, depths
+    assert depth == len(sealed), depths
+    arrived = [m.id for m in await asyncio.to_thread(_peek_in_order, partitioned, busy)]
+    assert arrived == [s.message_id for s in sealed]
+
+    counts = await consume(partitioned, until_idle_s=2.0, registry=CollectorRegistry())
+    assert counts["committed"] == len(sealed), counts
+    assert (await store_summary(partitioned)).events_committed == len(sealed)
+
+
+def _peek_in_order(settings: Settings, queue: str) -> list[Message]:
+    """Every message of ``queue`` in order, released back to it unsettled-as-modified."""
+    connection = _proton(settings)
+    try:
+        receiver = connection.create_receiver(f"/amq/queue/{queue}", credit=100)
+        received = []
+        while (message := _receive_one(receiver)) is not None:
+            received.append(message)
+        return received
+    finally:
+        connection.close()  # unsettled deliveries go back to the queue, in order
+
+
+def _receive_one(receiver: Any) -> Message | None:
+    try:
+        message: Message = receiver.receive(timeout=2)
+    except Timeout:
+        return None
+    return message

@@ -200,7 +200,8 @@ def _partitioned() -> dict[str, Any]:
 
 def test_partitioned_definitions_agree_with_topology() -> None:
     """definitions-partitioned.json declares exactly Topology(partitions=4)'s partition names,
-    arguments and bindings, and the work queue is no longer bound to kpr.events."""
+    arguments and bindings, the work queue is no longer bound to kpr.events, and the
+    national bus exchange feeds the partitions."""
     topology = Topology(partitions=4)
     definitions = _partitioned()
     queues = {queue["name"]: queue["arguments"] for queue in definitions["queues"]}
@@ -218,6 +219,8 @@ def test_partitioned_definitions_agree_with_topology() -> None:
     assert (topology.work_exchange, topology.partition_exchange, "exchange", "event") in bindings
     for name in topology.partition_queues:
         assert (topology.partition_exchange, name, "queue", "1") in bindings
+    national = (topology.bus_exchange, topology.partition_exchange, "exchange")
+    assert (*national, topology.bus_routing_key) in bindings
     into_work_queue = [b for b in bindings if b[1] == topology.work_queue]
     assert into_work_queue == []
     from_work_exchange = {b[1] for b in bindings if b[0] == topology.work_exchange}
@@ -229,7 +232,7 @@ def test_partitioned_definitions_let_the_consumer_reach_the_partitions() -> None
     still not read the dead-letter queue."""
     topology = Topology(partitions=4)
     consumer = next(p for p in _partitioned()["permissions"] if p["user"] == "kpr-consumer")
-    for name in (*topology.partition_queues, topology.partition_exchange):
+    for name in (*topology.partition_queues, topology.partition_exchange, topology.bus_exchange):
         assert re.search(consumer["configure"], name), name
         assert re.search(consumer["read"], name), name
     assert not re.search(consumer["read"], topology.dead_letter_queue)
