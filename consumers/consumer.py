@@ -422,6 +422,7 @@ class Consumer(AsyncResource):
                 "message_id": message.message_id,
                 "event_id": outcome.event_id,
                 "reason": outcome.reason.value if outcome.reason else None,
+                "signature": outcome.signature_form.value if outcome.signature_form else None,
             },
         )
         if self._metrics is not None:

@@ -175,6 +175,13 @@ class ConsumerMetrics:
             ["form"],
             registry=registry,
         )
+        self.signatures = Counter(
+            "kpr_consumer_signatures",
+            "Events committed or found duplicate, by what the CMS signature covers "
+            "(signed-attributes; content: .NET SignedCms, the signer judged at receipt time).",
+            ["form"],
+            registry=registry,
+        )
         self.wire_deliveries = Counter(
             "kpr_consumer_wire_deliveries",
             "Deliveries by the AMQP form their properties came in (amqp-1.0: packed by the "
@@ -289,6 +296,8 @@ class ConsumerMetrics:
                 self.crypto_failures.labels(failure_class.value).inc()
         if outcome.letter_form is not None and outcome.acks_after_commit:
             self.letters.labels(form=outcome.letter_form.value).inc()
+        if outcome.signature_form is not None and outcome.acks_after_commit:
+            self.signatures.labels(form=outcome.signature_form.value).inc()
         if outcome.disposition is Disposition.COMMITTED:
             now = self._clock()
             if outcome.registered_at_epoch_s is not None:

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from contracts.envelope import MAX_MESSAGE_BYTES, DecryptionKey, Profile, open_envelope
+from contracts.envelope import (
+    MAX_MESSAGE_BYTES,
+    DecryptionKey,
+    Profile,
+    SignatureForm,
+    open_envelope,
+)
 from contracts.errors import MessageTooLarge, Rejected, SenderNotAuthorised
 from contracts.events import Environment, Event, parse_event
 from contracts.letter import Letter, check_binding, decode_letter
@@ -37,6 +43,9 @@ class VerifiedEvent:
     signer_org_number: str
     signing_time: datetime
     profile: Profile
+    #: What the signature covers: our signed attributes, or (.NET SignedCms) the content,
+    #: whose signer was then judged at receipt time.
+    signature_form: SignatureForm = SignatureForm.ATTRIBUTES
 
 
 class Opener:
@@ -97,6 +106,7 @@ class Opener:
             signer_org_number=signer_org,
             signing_time=opened.signing_time,
             profile=opened.profile,
+            signature_form=opened.signature_form,
         )
 
 

@@ -90,7 +90,11 @@ def _answer(
         if pseudonymiser is None:
             raise RuntimeError("the opener pool was started without a pseudonymiser")
         return pseudonymise(
-            verified.event, pseudonymiser, message_id or "", letter_form=verified.letter.form
+            verified.event,
+            pseudonymiser,
+            message_id or "",
+            letter_form=verified.letter.form,
+            signature_form=verified.signature_form,
         )
     except Exception as error:
         # The traceback does not cross the boundary; the class and attributes do.

@@ -25,6 +25,7 @@ from consumers.pool import OpenerPool
 from consumers.pseudonym import Pseudonymiser
 from consumers.records import PSEUDONYM_KEY_CHECK, pseudonymise
 from consumers.store import ApplyResult, EventRecord, PathwayStore, RejectionRecord
+from contracts.envelope import SignatureForm
 from contracts.errors import ContractViolation, Reason, Rejected, TransientFailure
 from contracts.letter import LetterForm
 
@@ -56,6 +57,7 @@ class Outcome:
     municipality: str | None = None
     clinical_epoch_s: float | None = None
     letter_form: LetterForm | None = None
+    signature_form: SignatureForm | None = None
 
     @property
     def acks_after_commit(self) -> bool:
@@ -131,7 +133,11 @@ class Processor:
         else:
             verified = self._opener.open(body, message_id=message_id, from_her_id=from_her_id)
         return pseudonymise(
-            verified.event, self._pseudonymiser, message_id, letter_form=verified.letter.form
+            verified.event,
+            self._pseudonymiser,
+            message_id,
+            letter_form=verified.letter.form,
+            signature_form=verified.signature_form,
         )
 
     async def _record_rejection(
@@ -185,6 +191,7 @@ class Processor:
             municipality=record.municipality,
             clinical_epoch_s=record.clinical_time.timestamp(),
             letter_form=record.letter_form,
+            signature_form=record.signature_form,
         )
 
 

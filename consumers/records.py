@@ -11,6 +11,7 @@ import orjson
 
 from consumers.pseudonym import Pseudonymiser
 from consumers.store import EventRecord
+from contracts.envelope import SignatureForm
 from contracts.events import Event
 from contracts.letter import LetterForm
 
@@ -27,6 +28,7 @@ def pseudonymise(
     message_id: str,
     *,
     letter_form: LetterForm = LetterForm.JSON,
+    signature_form: SignatureForm = SignatureForm.ATTRIBUTES,
 ) -> EventRecord:
     """The stored form of an event: the national id replaced by its keyed pseudonym.
 
@@ -60,4 +62,5 @@ def pseudonymise(
         digest=pseudonymiser.mac(canonical),
         payload=canonical,
         letter_form=letter_form,
+        signature_form=signature_form,
     )

@@ -40,6 +40,7 @@ from consumers.database import (
 )
 from consumers.projections import Projections
 from consumers.queries import PathwayQueries, SenderActivity, StoreSummary, iso
+from contracts.envelope import SignatureForm
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
 from contracts.letter import LetterForm
 from contracts.resources import AsyncResource
@@ -84,8 +85,9 @@ class EventRecord:
     registered_at: datetime
     digest: str
     payload: bytes
-    #: The letter's wire form (a metrics label; not stored).
+    #: The letter's wire form and what its signature covers (metrics labels; not stored).
     letter_form: LetterForm = LetterForm.JSON
+    signature_form: SignatureForm = SignatureForm.ATTRIBUTES
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ LOGGED_FIELDS: Final[frozenset[str]] = frozenset(
         "port",
         "claimed",
         "role",
+        "signature",
         "stack",
     }
 )

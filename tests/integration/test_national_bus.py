@@ -13,6 +13,7 @@ way its error listener reads ``/amq/queue/{herId}_error``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
+from openssl_tools import openssl_encrypt, openssl_sign_as_dotnet
 from prometheus_client import CollectorRegistry
 from proton import Message, Timeout
 from proton.utils import BlockingConnection
@@ -29,6 +31,8 @@ from support import pipeline_settings
 
 from contracts.envelope import CONTENT_TYPE
 from contracts.errors import Reason
+from contracts.events import encode_event
+from contracts.msghead import encode_msghead
 from contracts.pki import PkiDir
 from contracts.synth import generate_events
 from kpr.config import Settings
@@ -230,3 +234,44 @@ def _receive_one(receiver: Any) -> Message | None:
     except Timeout:
         return None
     return message
+
+
+async def test_a_message_sealed_as_dotnet_signedcms_commits_and_its_signature_form_is_counted(
+    settings: Settings, dev_pki: PkiDir, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A MsgHead letter signed by the real openssl as .NET SignedCms signs (no signed
+    attributes) and encrypted with AES-256-CBC, sent by the 1.0 client: committed, with
+    the signer judged at receipt time, counted as form "content" and logged so."""
+    await _declare(settings)
+    [event] = generate_events(1, seed=1603)
+    message_id = str(uuid.uuid4())
+    head = encode_msghead(
+        message_id=message_id,
+        sender_her_id=event.sender_her_id,
+        sender_org_number=dev_pki.sender.info.org_number,
+        sender_name="Testkommune",
+        recipient_her_id=settings.register_her_id,
+        event_json=encode_event(event),
+        created_at=datetime.now(UTC),
+    )
+    signed = openssl_sign_as_dotnet(dev_pki, tmp_path, head, "dotnet")
+    body = openssl_encrypt(dev_pki, tmp_path, signed, "-aes-256-cbc")
+    message = _helsenorge_message(
+        body,
+        message_id=message_id,
+        from_her_id=event.sender_her_id,
+        to_her_id=settings.register_her_id,
+    )
+    await asyncio.to_thread(_send, settings, [message])
+
+    caplog.set_level(logging.DEBUG, logger="kpr.consumer")
+    registry = CollectorRegistry()
+    counts = await consume(settings, until_idle_s=2.0, registry=registry)
+    assert counts["committed"] == 1, counts
+    forms = {
+        form: registry.get_sample_value("kpr_consumer_signatures_total", {"form": form})
+        for form in ("content", "signed-attributes")
+    }
+    assert forms == {"content": 1.0, "signed-attributes": None}
+    [logged] = [r for r in caplog.records if getattr(r, "message_id", None) == message_id]
+    assert logged.__dict__["signature"] == "content"

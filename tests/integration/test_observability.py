@@ -124,6 +124,7 @@ async def test_metrics_count_the_consumed_events_and_readyz_is_green_while_consu
         # The producer's default letter is MsgHead; the metric says how far senders moved.
         assert 'kpr_consumer_letters_total{form="msghead"} 20.0' in text
         assert 'kpr_consumer_wire_deliveries_total{wire="amqp-0-9-1"} 20.0' in text
+        assert 'kpr_consumer_signatures_total{form="signed-attributes"} 20.0' in text
         assert 'kpr_last_commit_timestamp_seconds{sender_her_id="90001"}' in text
         assert 'kpr_certificate_expiry_timestamp_seconds{certificate="decryption"}' in text
         assert (await http_get(running.port, "/healthz"))[0] == 200

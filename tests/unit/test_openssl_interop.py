@@ -6,7 +6,6 @@ Result for the strict profile: OpenSSL 3.0 both decrypts our AuthEnvelopedData
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import orjson
 import pytest
 from crypto_fixtures import CONTENT, IssueSigner
 from cryptography.hazmat.primitives.asymmetric import rsa
+from openssl_tools import openssl, openssl_encrypt, openssl_sign_as_dotnet
 
 from contracts.envelope import Profile, SignatureForm, open_envelope, seal
 from contracts.errors import SignatureInvalid, UnsupportedAlgorithm
@@ -25,14 +25,6 @@ from contracts.topology import KPR_HER_IDS
 from contracts.trust import TrustStore
 
 pytestmark = pytest.mark.openssl
-
-
-def openssl(*args: str | Path, stdin: bytes | None = None) -> bytes:
-    result = subprocess.run(
-        ["openssl", *map(str, args)], input=stdin, capture_output=True, check=False, timeout=60
-    )
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
-    return result.stdout
 
 
 def openssl_sign(
@@ -48,25 +40,6 @@ def openssl_sign(
         "-certfile", pki.intermediate_path, "-outform", "DER", "-out", signed, *extra,
     )  # fmt: skip
     return signed
-
-
-def openssl_encrypt(pki: PkiDir, tmp_path: Path, signed: Path, *cipher: str) -> bytes:
-    out = tmp_path / "enveloped.der"
-    openssl(
-        "cms",
-        "-encrypt",
-        "-binary",
-        "-in",
-        signed,
-        "-outform",
-        "DER",
-        "-out",
-        out,
-        "-recip",
-        pki.register.encryption_certificate_path,
-        *cipher,
-    )  # fmt: skip  (-keyopt applies to the -recip before it)
-    return out.read_bytes()
 
 
 STRICT_CIPHER = (
@@ -285,15 +258,7 @@ def test_kpr_open_accepts_a_msghead_sealed_by_openssl_as_dotnet_does_and_not_a_c
         event_json=encode_event(event),
         created_at=datetime.now(UTC),
     )
-    (tmp_path / "sealed.xml").write_bytes(head)
-    openssl(
-        "cms", "-sign", "-binary", "-nodetach", "-noattr", "-md", "sha256",
-        "-in", tmp_path / "sealed.xml",
-        "-signer", dev_pki.sender.signing_certificate_path,
-        "-inkey", dev_pki.sender.signing_key_path,
-        "-certfile", dev_pki.intermediate_path,
-        "-outform", "DER", "-out", tmp_path / "sealed.signed",
-    )  # fmt: skip
+    openssl_sign_as_dotnet(dev_pki, tmp_path, head, "sealed")
     # The changed message keeps the original's signature: its content alone is edited.
     original = (tmp_path / "sealed.signed").read_bytes()
     assert original.count(b"0d77d041") == 1
