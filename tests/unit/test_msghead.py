@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
+import xmlschema
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -178,3 +180,36 @@ def test_no_bytes_behind_a_tag_escape_as_another_error(tail: bytes) -> None:
     except MalformedMessage:
         return
     assert letter.form is LetterForm.MSGHEAD  # only a whole KPR MsgHead gets this far
+
+
+# The profile's schema (contracts/schemas/kpr-msghead-1.xsd) says what the reader reads.
+SCHEMA = xmlschema.XMLSchema10(
+    Path(__file__).resolve().parents[2] / "contracts" / "schemas" / "kpr-msghead-1.xsd"
+)
+
+#: Refused by the reader for what the schema can say too (structure, types, fixed values).
+#: Left out: what only the reader checks (well-formedness, DTDs and entities, the
+#: attachment's JSON).
+SCHEMA_REFUSES = (
+    "another namespace",
+    "no namespace",
+    "another message type",
+    "an empty MsgId",
+    "a GenDate without zone",
+    "a GenDate that is no date",
+    "an attachment not base64",
+    "another MIME type",
+    "two MsgIds",
+)
+
+
+@pytest.mark.parametrize("document", [_ours(), _library_shaped()], ids=["ours", "library"])
+def test_what_we_write_and_the_library_shaped_sample_are_valid_to_the_profile(
+    document: bytes,
+) -> None:
+    SCHEMA.validate(document.decode("utf-8-sig"))
+
+
+@pytest.mark.parametrize("name", SCHEMA_REFUSES)
+def test_the_profile_schema_refuses_what_the_reader_refuses(name: str) -> None:
+    assert not SCHEMA.is_valid(HOSTILE[name].decode("utf-8-sig"))
