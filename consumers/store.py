@@ -41,6 +41,7 @@ from consumers.database import (
 from consumers.projections import Projections
 from consumers.queries import PathwayQueries, SenderActivity, StoreSummary, iso
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
+from contracts.events.municipalities import municipality_today
 from contracts.letter import LetterForm
 from contracts.resources import AsyncResource
 
@@ -132,8 +133,8 @@ class _SeenBefore(Exception):
 
 _EVENT_COLUMNS = (
     "event_id, revision, record_key, event_type, correction, person_key, unit_org,"
-    " municipality, sender_her_id, stay_id, clinical_time, registered_at, committed_at,"
-    " digest, payload"
+    " municipality, municipality_today, sender_her_id, stay_id, clinical_time,"
+    " registered_at, committed_at, digest, payload"
 )
 
 
@@ -149,7 +150,7 @@ def _insert_received(rows: int) -> str:
 @functools.lru_cache(maxsize=256)
 def _insert_events(rows: int) -> str:
     return (
-        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {placeholders(rows, 15)}"  # noqa: S608
+        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {placeholders(rows, 16)}"  # noqa: S608
         " ON CONFLICT (event_id, revision) DO NOTHING"
     )
 
@@ -168,6 +169,7 @@ def _event_row(record: EventRecord, committed_at: str | None) -> tuple[Any, ...]
         record.person_key,
         record.unit_org,
         record.municipality,
+        municipality_today(record.municipality),
         record.sender_her_id,
         record.stay_id,
         iso(record.clinical_time),
@@ -483,11 +485,12 @@ class SqlStore(PathwayQueries, AsyncResource):
             cursor.execute(
                 self._dialect.sql(
                     "INSERT INTO rejections (message_id, reason, sender_her_id, event_type,"
-                    " unit_org, municipality, rejected_at, rule, field)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " unit_org, municipality, municipality_today, rejected_at, rule, field)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (message_id) DO UPDATE SET reason = excluded.reason,"
                     " sender_her_id = excluded.sender_her_id, event_type = excluded.event_type,"
                     " unit_org = excluded.unit_org, municipality = excluded.municipality,"
+                    " municipality_today = excluded.municipality_today,"
                     " rejected_at = excluded.rejected_at, rule = excluded.rule,"
                     " field = excluded.field"
                 ),
@@ -498,6 +501,9 @@ class SqlStore(PathwayQueries, AsyncResource):
                     rejection.event_type,
                     rejection.unit_org,
                     rejection.municipality,
+                    None
+                    if rejection.municipality is None
+                    else municipality_today(rejection.municipality),
                     iso(rejection.rejected_at),
                     rejection.rule,
                     rejection.field,
