@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from consumers.refdata import add_today_columns, remap_municipalities
 from contracts.connection import masked_url
 from contracts.errors import StoreError
 
@@ -29,11 +30,17 @@ __all__ = [
 ]
 
 #: The store's schema version, kept in ``kpr_schema``. A store of a newer version is
-#: never written to by this code (its meaning of a column may have changed).
-STORE_SCHEMA_VERSION = 1
+#: never written to by this code (its meaning of a column may have changed). Version 2
+#: keeps each municipality's today-number beside the number as sent
+#: (:mod:`consumers.refdata`); a version 1 store is upgraded in place on open.
+STORE_SCHEMA_VERSION = 2
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS kpr_schema (version INTEGER NOT NULL)",
+    # Which shipped reference list mapped the stored rows (consumers.refdata).
+    """CREATE TABLE IF NOT EXISTS kpr_reference (
+        name TEXT PRIMARY KEY,
+        version TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS received_messages (
         message_id TEXT PRIMARY KEY,
         event_id TEXT NOT NULL,
@@ -48,6 +55,7 @@ SCHEMA = [
         person_key TEXT NOT NULL,
         unit_org TEXT NOT NULL,
         municipality TEXT NOT NULL,
+        municipality_today TEXT,
         sender_her_id INTEGER NOT NULL,
         stay_id TEXT,
         clinical_time TEXT NOT NULL,
@@ -64,6 +72,7 @@ SCHEMA = [
         stay_id TEXT NOT NULL,
         person_key TEXT NOT NULL,
         municipality TEXT,
+        municipality_today TEXT,
         admitted_at TEXT,
         discharged_at TEXT,
         length_of_stay_hours DOUBLE PRECISION,
@@ -77,6 +86,7 @@ SCHEMA = [
         service_area TEXT NOT NULL,
         unit_org TEXT NOT NULL,
         municipality TEXT NOT NULL,
+        municipality_today TEXT,
         consultation_at TEXT NOT NULL,
         programme_consultation TEXT NOT NULL,
         status TEXT NOT NULL,
@@ -90,10 +100,16 @@ SCHEMA = [
         event_type TEXT,
         unit_org TEXT,
         municipality TEXT,
+        municipality_today TEXT,
         rejected_at TEXT NOT NULL,
         rule TEXT,
         field TEXT)""",
     "CREATE INDEX IF NOT EXISTS rejections_time ON rejections (rejected_at)",
+]
+# After the upgrade of a version 1 store has added the column they index.
+_TODAY_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS events_municipality_today ON events (municipality_today)",
+    "CREATE INDEX IF NOT EXISTS stays_municipality_today ON stays (municipality_today)",
 ]
 
 
@@ -131,11 +147,20 @@ def create_schema(cursor: Any, dialect: Dialect) -> None:
             )
     for statement in SCHEMA:
         cursor.execute(statement)
+    add_today_columns(cursor)
+    for statement in _TODAY_INDEXES:
+        cursor.execute(statement)
     cursor.execute("SELECT COUNT(*) FROM kpr_schema")
     if cursor.fetchone()[0] == 0:
         cursor.execute(
             dialect.sql("INSERT INTO kpr_schema (version) VALUES (?)"), (STORE_SCHEMA_VERSION,)
         )
+    else:
+        cursor.execute(
+            dialect.sql("UPDATE kpr_schema SET version = ? WHERE version < ?"),
+            (STORE_SCHEMA_VERSION, STORE_SCHEMA_VERSION),
+        )
+    remap_municipalities(cursor, dialect)
 
 
 def opening_error(dialect: Dialect, error: BaseException) -> StoreError:

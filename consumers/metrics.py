@@ -235,7 +235,7 @@ class ConsumerMetrics:
         self.sender_events = Gauge(
             "kpr_sender_events_stored",
             "Event revisions in the pathway store, by sender HER-id and municipality "
-            "(sampled from the store, so every replica reports the same).",
+            "(today's number; sampled from the store, so every replica reports the same).",
             ["sender_her_id", "municipality"],
             registry=registry,
         )

@@ -23,23 +23,25 @@ from consumers.pathways import (
     project_stay,
 )
 from consumers.queries import iso
+from contracts.events.municipalities import municipality_today
 
 __all__ = ["Projections"]
 
 _STAY_UPSERT = """
-INSERT INTO stays (unit_org, stay_id, person_key, municipality, admitted_at, discharged_at,
-                   length_of_stay_hours, complete, detail)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO stays (unit_org, stay_id, person_key, municipality, municipality_today,
+                   admitted_at, discharged_at, length_of_stay_hours, complete, detail)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (unit_org, stay_id) DO UPDATE SET
     person_key = excluded.person_key, municipality = excluded.municipality,
+    municipality_today = excluded.municipality_today,
     admitted_at = excluded.admitted_at, discharged_at = excluded.discharged_at,
     length_of_stay_hours = excluded.length_of_stay_hours, complete = excluded.complete,
     detail = excluded.detail
 """
 
 _CONSULTATION_COLUMNS = (
-    "record_key, person_key, service_area, unit_org, municipality, consultation_at,"
-    " programme_consultation, status, birth_date, measured"
+    "record_key, person_key, service_area, unit_org, municipality, municipality_today,"
+    " consultation_at, programme_consultation, status, birth_date, measured"
 )
 
 
@@ -82,6 +84,7 @@ class Projections:
                 stay.stay_id,
                 stay.person_key,
                 stay.municipality,
+                None if stay.municipality is None else municipality_today(stay.municipality),
                 iso(stay.admitted_at),
                 iso(stay.discharged_at),
                 stay.length_of_stay_hours,
@@ -107,7 +110,7 @@ class Projections:
             return
         insert = (
             f"INSERT INTO consultations ({_CONSULTATION_COLUMNS})"  # noqa: S608 - placeholders
-            f" VALUES {placeholders(len(projected), 10)}"
+            f" VALUES {placeholders(len(projected), 11)}"
         )
         cursor.execute(
             self._sql(insert),
@@ -120,6 +123,7 @@ class Projections:
                     consultation.service_area,
                     consultation.unit_org,
                     consultation.municipality,
+                    municipality_today(consultation.municipality),
                     iso(consultation.consultation_at),
                     consultation.programme_consultation,
                     consultation.status,

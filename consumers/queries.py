@@ -173,20 +173,21 @@ class PathwayQueries:
         return result
 
     async def daily_counts(self) -> list[tuple[str, str, int, int]]:
-        """Per service municipality and day (of commit): committed and rejected counts."""
+        """Per service municipality (today's number, as the reports count) and day of
+        commit: committed and rejected counts."""
 
         def read(connection: Any) -> list[tuple[str, str, int, int]]:
             cursor = connection.cursor()
             cursor.execute(
-                "SELECT municipality, SUBSTR(committed_at, 1, 10), COUNT(*) FROM events"
-                " GROUP BY municipality, SUBSTR(committed_at, 1, 10)"
+                "SELECT municipality_today, SUBSTR(committed_at, 1, 10), COUNT(*) FROM events"
+                " GROUP BY municipality_today, SUBSTR(committed_at, 1, 10)"
             )
             counts: dict[tuple[str, str], list[int]] = {}
             for municipality, day, committed in cursor.fetchall():
                 counts.setdefault((municipality, day), [0, 0])[0] = int(committed)
             cursor.execute(
-                "SELECT COALESCE(municipality, 'unknown'), SUBSTR(rejected_at, 1, 10), COUNT(*)"
-                " FROM rejections GROUP BY COALESCE(municipality, 'unknown'),"
+                "SELECT COALESCE(municipality_today, 'unknown'), SUBSTR(rejected_at, 1, 10),"
+                " COUNT(*) FROM rejections GROUP BY COALESCE(municipality_today, 'unknown'),"
                 " SUBSTR(rejected_at, 1, 10)"
             )
             for municipality, day, rejected in cursor.fetchall():
@@ -200,13 +201,15 @@ class PathwayQueries:
     async def sender_activity(self) -> list[SenderActivity]:
         """Per sender and municipality: stored event revisions and the last commit. Read
         from the store, so every consumer replica reports the same figures and a restart
-        loses nothing (the timeliness metrics and the silent-sender alerts rest on it)."""
+        loses nothing (the timeliness metrics and the silent-sender alerts rest on it).
+        Grouped by today's number: a sender that moved from 1201 to 4601 on the reform's
+        1 January is one series, not a silent old one and a new one."""
 
         def read(connection: Any) -> list[SenderActivity]:
             cursor = connection.cursor()
             cursor.execute(
-                "SELECT sender_her_id, municipality, COUNT(*), MAX(committed_at) FROM events"
-                " GROUP BY sender_her_id, municipality"
+                "SELECT sender_her_id, municipality_today, COUNT(*), MAX(committed_at)"
+                " FROM events GROUP BY sender_her_id, municipality_today"
             )
             rows = cursor.fetchall()
             connection.commit()

@@ -42,6 +42,7 @@ from consumers.projections import Projections
 from consumers.queries import PathwayQueries, SenderActivity, StoreSummary, iso
 from contracts.envelope import SignatureForm
 from contracts.errors import ConflictingDuplicate, StoreUnavailable
+from contracts.events.municipalities import municipality_today
 from contracts.letter import LetterForm
 from contracts.resources import AsyncResource
 
@@ -134,8 +135,8 @@ class _SeenBefore(Exception):
 
 _EVENT_COLUMNS = (
     "event_id, revision, record_key, event_type, correction, person_key, unit_org,"
-    " municipality, sender_her_id, stay_id, clinical_time, registered_at, committed_at,"
-    " digest, payload"
+    " municipality, municipality_today, sender_her_id, stay_id, clinical_time,"
+    " registered_at, committed_at, digest, payload"
 )
 
 
@@ -151,7 +152,7 @@ def _insert_received(rows: int) -> str:
 @functools.lru_cache(maxsize=256)
 def _insert_events(rows: int) -> str:
     return (
-        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {placeholders(rows, 15)}"  # noqa: S608
+        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {placeholders(rows, 16)}"  # noqa: S608
         " ON CONFLICT (event_id, revision) DO NOTHING"
     )
 
@@ -170,6 +171,7 @@ def _event_row(record: EventRecord, committed_at: str | None) -> tuple[Any, ...]
         record.person_key,
         record.unit_org,
         record.municipality,
+        municipality_today(record.municipality),
         record.sender_her_id,
         record.stay_id,
         iso(record.clinical_time),
@@ -485,11 +487,12 @@ class SqlStore(PathwayQueries, AsyncResource):
             cursor.execute(
                 self._dialect.sql(
                     "INSERT INTO rejections (message_id, reason, sender_her_id, event_type,"
-                    " unit_org, municipality, rejected_at, rule, field)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " unit_org, municipality, municipality_today, rejected_at, rule, field)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (message_id) DO UPDATE SET reason = excluded.reason,"
                     " sender_her_id = excluded.sender_her_id, event_type = excluded.event_type,"
                     " unit_org = excluded.unit_org, municipality = excluded.municipality,"
+                    " municipality_today = excluded.municipality_today,"
                     " rejected_at = excluded.rejected_at, rule = excluded.rule,"
                     " field = excluded.field"
                 ),
@@ -500,6 +503,9 @@ class SqlStore(PathwayQueries, AsyncResource):
                     rejection.event_type,
                     rejection.unit_org,
                     rejection.municipality,
+                    None
+                    if rejection.municipality is None
+                    else municipality_today(rejection.municipality),
                     iso(rejection.rejected_at),
                     rejection.rule,
                     rejection.field,

@@ -45,6 +45,7 @@ from contracts.events.identifiers import (
     check_org_number,
     parse_national_id,
 )
+from contracts.events.migrations import SEX_TO_VOLVEN_3101
 
 __all__ = [
     "CLOCK_SKEW",
@@ -252,6 +253,15 @@ class Person(ContractModel):
     sex: Sex
     birth_date: TextDate = Field(description="Must agree with the date in the national id.")
     home_municipality: MunicipalityNumber = Field(description="Bostedskommune.")
+
+    @field_validator("sex", mode="before")
+    @classmethod
+    def _retired_sex_codes(cls, value: object, info: ValidationInfo) -> object:
+        # The version 1 slugs, read as the national codes until their cut-off.
+        try:
+            return SEX_TO_VOLVEN_3101.current(value, rules_of(info).current_time())
+        except ContractViolation as error:
+            raise rule_error(error.rule, error.description) from None
 
     @model_validator(mode="after")
     def _check_national_id(self, info: ValidationInfo) -> Person:

@@ -1,14 +1,13 @@
 """The code lists of the event contract, as ``StrEnum`` s with their Norwegian labels.
 
-Wire values are stable English slugs (what EPJ vendors send); :data:`NORWEGIAN_LABELS`
-gives the term the guideline uses for each, for the contract reference page and for
-mapping local service types to the national codes.
+Wire values are the national code values where a national list was found (sex: Volven
+3101), else stable English slugs; the member names are the English labels, and
+:data:`NORWEGIAN_LABELS` gives the term the guideline uses for each, for the contract
+reference page and for mapping local service types to the national codes.
 
-Provenance: HST codes follow the working-group proposal for HST reporting to KPR
-(consultation status, forms, 18 themes, assessment codes) and the national guideline's
-consultation programme. The "Ut til" categories follow Volven code list 7300 ("Ut til")
-by meaning; the numeric Volven values are not reproduced here and must be checked against
-Volven before the contract is published (see ``docs/CONTRACTS.md``).
+Where each list comes from, with its national source or the statement that none was
+found: :mod:`contracts.events.code_sources` (rendered in docs/CONTRACTS.md). A value that
+changes on the wire is retired on a stated date: :mod:`contracts.events.migrations`.
 """
 
 from __future__ import annotations
@@ -66,11 +65,15 @@ _REGISTER_CODES: dict[CorrectionKind, str] = {
 
 @unique
 class Sex(StrEnum):
-    """Sex as recorded in the patient record."""
+    """Sex as recorded in the patient record, in the national code list Volven 3101.
 
-    FEMALE = "female"
-    MALE = "male"
-    UNKNOWN = "unknown"
+    The slugs of the first contract (``female``, ``male``, ``unknown``) are retired; until
+    when they are still read: :data:`contracts.events.migrations.SEX_TO_VOLVEN_3101`."""
+
+    UNKNOWN = "0"
+    MALE = "1"
+    FEMALE = "2"
+    UNSPECIFIED = "9"
 
 
 @unique
@@ -294,9 +297,10 @@ _LABEL_ROWS: tuple[tuple[StrEnum, str], ...] = (
     (CorrectionKind.REPLACE, "Korreksjon, erstatt (M)"),
     (CorrectionKind.SUPPLEMENT, "Korreksjon, supplement (T)"),
     (CorrectionKind.CANCEL, "Korreksjon, slett (C)"),
-    (Sex.FEMALE, "Kvinne"),
-    (Sex.MALE, "Mann"),
     (Sex.UNKNOWN, "Ikke kjent"),
+    (Sex.MALE, "Mann"),
+    (Sex.FEMALE, "Kvinne"),
+    (Sex.UNSPECIFIED, "Ikke spesifisert"),
     (CounterpartCategory.HOME, "Hjem"),
     (CounterpartCategory.HOME_WITH_HOME_CARE, "Hjem med hjemmetjenester"),
     (CounterpartCategory.NURSING_HOME, "Sykehjem"),

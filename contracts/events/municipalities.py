@@ -14,6 +14,7 @@ Pure functions over the package data, read once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ __all__ = [
     "FIRST_YEAR",
     "Municipality",
     "municipalities",
+    "municipality_list_version",
     "municipality_today",
     "number_in_use",
     "numbers_covered_by",
@@ -64,6 +66,15 @@ def municipalities() -> Mapping[str, Municipality]:
         )
         for row in document["municipalities"]
     }
+
+
+@cache
+def municipality_list_version() -> str:
+    """Which list this is: a digest of the shipped file. A store keeps the today-number
+    of every row beside the number as sent, and the version of the list that mapped
+    them; when a release ships a new list (a 2028 reform: only the file changes), the
+    version differs and the store maps its rows again on open."""
+    return hashlib.sha256(read_package_data("municipalities.json").encode()).hexdigest()[:16]
 
 
 def municipality_today(number: str) -> str:

@@ -24,6 +24,7 @@ from contracts.events._common import (
     Person,
     ServiceUnit,
 )
+from contracts.events.code_sources import code_source
 from contracts.events.codes import (
     Assessment,
     BreastfeedingStatus,
@@ -57,6 +58,7 @@ from contracts.events.hst import (
     ThemeAssessment,
 )
 from contracts.events.kad import Counterpart, Diagnosis, KadAdmission, KadDischarge
+from contracts.events.migrations import MIGRATIONS
 from contracts.events.parse import EVENT_TYPES
 
 __all__ = [
@@ -85,6 +87,13 @@ RULES: Final[dict[str, str]] = {
     "(raised as UnknownSchemaVersion).",
     "not-allowed-value": "A fixed value (such as schema_version) has another value.",
     "not-in-code-list": "A coded field holds a value outside its code list.",
+    # retired code values (see "Code changes and cut-off dates")
+    **{
+        migration.rule: f"A retired {migration.code_list.__name__} value (in "
+        f"{migration.field}) in an event received from "
+        f"{migration.retired_from.date().isoformat()} on; the message names its replacement."
+        for migration in MIGRATIONS
+    },
     "time-without-offset": "A date-time has no UTC offset.",
     "string-type": "A text field holds another JSON type.",
     "string-too-short": "A text field is empty or shorter than its minimum.",
@@ -288,9 +297,46 @@ def _model_section(model: type[BaseModel]) -> list[str]:
 
 def _code_list_section(enum: type[StrEnum]) -> list[str]:
     doc = _cell((enum.__doc__ or "").strip().split("\n\n")[0])
-    lines = [f"### {enum.__name__}", "", doc, "", "| value | Norwegian term |", "|---|---|"]
+    source = code_source(enum)
+    national = (
+        f"**National list:** {source.national}."
+        if source.national
+        else "**National list:** none found; the values are the contract's slugs."
+    )
+    lines = [f"### {enum.__name__}", "", doc, "", national, "", f"**Source:** {source.source}"]
+    if source.note:
+        lines += ["", _cell(source.note)]
+    lines += ["", "| value | meaning | Norwegian term |", "|---|---|---|"]
     for member in enum:
-        lines.append(f"| `{member.value}` | {_cell(norwegian_label(member))} |")
+        meaning = member.name.lower().replace("_", " ")
+        lines.append(f"| `{member.value}` | {meaning} | {_cell(norwegian_label(member))} |")
+    return [*lines, ""]
+
+
+def _migration_section() -> list[str]:
+    lines = [
+        "## Code changes and cut-off dates",
+        "",
+        "When a code list moves to new values, an EPJ vendor sees this: until the cut-off "
+        "the old values are still accepted, read as the new ones and stored as the new "
+        "ones; from the cut-off on, an event that carries an old value is refused "
+        "(dead-lettered, and the receipt says so) with the change's own rule, whose "
+        "message names the value to send instead. The time that counts is when the "
+        "register receives the event, not the event's clinical date: a back-fill of old "
+        "events sent after the cut-off must use the new values. The back-fill producer "
+        "applies the same check before it sends (the line is listed in its reject log "
+        "with the rule).",
+        "",
+        "| code list | field | old value | new value | refused from | rule | why |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for migration in MIGRATIONS:
+        for old, new in migration.renamed.items():
+            lines.append(
+                f"| {migration.code_list.__name__} | `{migration.field}` | `{old}` | "
+                f"`{new.value}` | {migration.retired_from.isoformat()} | `{migration.rule}` "
+                f"| {_cell(migration.reason)} |"
+            )
     return [*lines, ""]
 
 
@@ -333,8 +379,12 @@ def contract_reference() -> str:
         f"{HEIGHT_RANGE_CM[0]:g}-{HEIGHT_RANGE_CM[1]:g} cm, weight "
         f"{WEIGHT_RANGE_KG[0]:g}-{WEIGHT_RANGE_KG[1]:g} kg, head circumference "
         f"{HEAD_CIRCUMFERENCE_RANGE_CM[0]:g}-{HEAD_CIRCUMFERENCE_RANGE_CM[1]:g} cm.",
-        '- The "Ut til" categories follow Volven code list 7300 by meaning; the numeric '
-        "Volven values are to be confirmed before publication.",
+        "- Coded fields carry the national code values where a national list was found "
+        "(sex: Volven 3101); elsewhere the contract's English slugs. Each code list below "
+        'names its source, or says that no national list was found (the KAD "Ut til" '
+        "categories follow Volven 7300 by meaning; its values could not be confirmed). "
+        "Old values are retired on a stated date: "
+        "[Code changes and cut-off dates](#code-changes-and-cut-off-dates).",
         "- On the wire, each event travels sealed (CMS) with the national bus's message "
         "properties; how each Helsenorge.Messaging property and behaviour is met, and the "
         "test that proves it: [NATIONAL_BUS.md](NATIONAL_BUS.md).",
@@ -352,6 +402,7 @@ def contract_reference() -> str:
     lines += ["", "## Code lists", ""]
     for enum in _CODE_LISTS:
         lines += _code_list_section(enum)
+    lines += _migration_section()
     lines += [
         "## Rules",
         "",

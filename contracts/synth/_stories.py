@@ -25,6 +25,7 @@ from contracts.events.codes import (
     ProgrammeConsultation,
     ReferralTarget,
     ServiceArea,
+    Sex,
     Theme,
 )
 from contracts.events.identifiers import synthetic_national_id
@@ -113,7 +114,7 @@ class Generator:
         home = self.rng.choice(UNIT_MUNICIPALITIES[unit_index % len(UNIT_MUNICIPALITIES)])
         return {
             "national_id": national_id,
-            "sex": "female" if is_female else "male",
+            "sex": (Sex.FEMALE if is_female else Sex.MALE).value,
             "birth_date": birth.isoformat(),
             "home_municipality": home,
             "_unit_index": unit_index,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from contracts.events.municipalities import municipality_today
+from contracts.events.municipalities import municipality_list_version, municipality_today
 from kpr.reports.guideline import GuidelineSettings, guideline_tables
 from kpr.reports.quality import QualitySettings, quality_tables
 from kpr.reports.queries import ReportData, load_report_data
@@ -199,7 +199,12 @@ def build_report_from_data(data: ReportData, options: ReportOptions) -> Report:
     meta = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "as_of": as_of.isoformat(timespec="seconds"),
-        "municipality": options.municipality or "alle / all",
+        # Today's number: an old one (1201) selects the municipality that covers it now.
+        "municipality": municipality_today(options.municipality)
+        if options.municipality
+        else "alle / all",
+        # Which municipality list counted the numbers under today's (a digest).
+        "municipality_list": municipality_list_version(),
         "year": options.year or "alle / all",
         "suppression_threshold": options.threshold,
         "max_stay_days": options.max_stay_days,

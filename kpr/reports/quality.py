@@ -11,6 +11,10 @@ Days and clock times are Norwegian local time (Europe/Oslo). Definitions:
   not be read, e.g. a contract violation, which the consumer records before it knows the unit) is
   attributed to the sender's municipality when the sender's committed events all
   belong to one municipality, else to ``ukjent``.
+* **Sent as**: per municipality (today's number), the older numbers among those its
+  counted events and still-rejected messages were sent under (Bergen 4601: 1201, the
+  number before the 2020 reform). The numbers only: a text column, never suppressed, that
+  reveals no count.
 * **Completeness drop**: a day whose count is below ``drop_ratio`` (60 %) of the mean
   of the same weekday over the previous four weeks, where that mean is at least
   ``drop_min_expected``. Evaluated per municipality on two series: messages received
@@ -90,7 +94,7 @@ def quality_tables(data: ReportData, settings: QualitySettings) -> list[Table]:
     received = _received_daily(data, settings)
     return [
         received,
-        _received_by_municipality(received),
+        _received_by_municipality(data, received),
         _drops_table(data, settings),
         _persons_many_municipalities(data, settings),
         _date_flags(data, settings),
@@ -148,23 +152,45 @@ def _received_daily(data: ReportData, settings: QualitySettings) -> Table:
     )
 
 
-def _received_by_municipality(daily: Table) -> Table:
+def _received_by_municipality(data: ReportData, daily: Table) -> Table:
     totals: dict[str, Counter[str]] = defaultdict(Counter)
     for row in daily.rows:
         for key in ("received", "committed", "rejected"):
             totals[str(row["municipality"])][key] += int(row[key])
+    sent_as = _numbers_as_sent(data)
     return Table(
         key="received_by_municipality",
         title="Mottatt per kommune / Received per municipality",
+        description="Dagens kommunenummer; «sendt som» viser eldre numre i dataene "
+        "(4601 Bergen: sendt som 1201 før 2020). Today's municipality numbers; «sent as» "
+        "lists the older numbers the data was sent under (4601 Bergen: 1201 before 2020).",
         columns=(
             Column("municipality", "Kommune / Municipality", _D),
             Column("received", "Mottatt / Received"),
             Column("committed", "Lagret / Committed"),
             Column("rejected", "Avvist / Rejected"),
+            Column("sent_as", "Sendt som / Sent as", _T),
         ),
-        rows=tuple({"municipality": m} | dict(totals[m]) for m in sorted(totals)),
+        rows=tuple(
+            {"municipality": m} | dict(totals[m]) | {"sent_as": sent_as.get(m)}
+            for m in sorted(totals)
+        ),
         groups=(("committed", "rejected"),),
     )
+
+
+def _numbers_as_sent(data: ReportData) -> dict[str, str]:
+    """Per today's number, the other numbers its counted events and rejections were sent
+    under (``"1201"``; several joined by ``", "``). Numbers only, never how many: the
+    counts beside them are suppressed as they are."""
+    older: dict[str, set[str]] = defaultdict(set)
+    for message in data.messages:
+        if message.municipality_as_sent is not None:
+            older[message.municipality].add(message.municipality_as_sent)
+    for rejection, municipality in data.attributed_rejections:
+        if rejection.municipality_as_sent is not None:
+            older[municipality].add(rejection.municipality_as_sent)
+    return {today: ", ".join(sorted(numbers)) for today, numbers in older.items()}
 
 
 def completeness_drops(

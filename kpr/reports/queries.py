@@ -18,9 +18,15 @@ since (a dead letter replayed keeps its message id, so a replayed-then-committed
 is committed only, under its own municipality, and its rejection, recorded perhaps
 before the message could be read and so without a municipality, is dropped). The
 still-rejected filter runs in SQL (``NOT EXISTS`` against ``received_messages``).
-Municipality numbers pass through
-:func:`contracts.events.municipalities.municipality_today`: a report counts every number
-under the one that covers it today.
+Municipality numbers: a report counts every number under the one that covers it today.
+The store keeps that today-number beside the number as sent (:mod:`consumers.refdata`),
+so the municipality filter, the stays and the rejections read it in SQL; the records'
+municipality comes from their effective content and is mapped with
+:func:`contracts.events.municipalities.municipality_today`, the same mapping. A store
+last mapped with another list (not opened since by this release's consumer; a version 1
+store) is read under the shipped list all the same: every number is mapped in Python.
+Each row keeps the number as sent where it differs, so a report can say that Bergen's
+4601 includes events sent as 1201.
 """
 
 from __future__ import annotations
@@ -38,9 +44,14 @@ from typing import Any
 import orjson
 
 from consumers.pathways import StoredEventRow, effective_content
+from consumers.refdata import MUNICIPALITY_REFERENCE
 from contracts.connection import masked_url
 from contracts.errors import StoreError
-from contracts.events.municipalities import municipality_today, numbers_covered_by
+from contracts.events.municipalities import (
+    municipality_list_version,
+    municipality_today,
+    numbers_covered_by,
+)
 
 __all__ = [
     "UNKNOWN_MUNICIPALITY",
@@ -60,23 +71,24 @@ _EVENTS = (
     "SELECT event_id, revision, record_key, correction, event_type, municipality,"
     " unit_org, sender_her_id, committed_at, payload FROM events"
 )
+# {municipality}: ``municipality_today = ?`` in a store mapped with the shipped list, else
+# ``municipality IN (?, ...)`` over every number covered by today's.
 _EVENTS_OF_MUNICIPALITY = (
-    "SELECT event_id, revision, record_key, correction, event_type, municipality,"
-    " unit_org, sender_her_id, committed_at, payload FROM events"
-    " WHERE record_key IN (SELECT record_key FROM events WHERE municipality IN (?))"
+    _EVENTS + " WHERE record_key IN (SELECT record_key FROM events WHERE {municipality})"  # noqa: S608
 )
 # Still rejected: no message with this id has been committed since (a replay keeps the id).
+# {today}: the stored today-number, or the number as sent when it must be mapped here.
 _REJECTIONS = (
-    "SELECT reason, sender_her_id, event_type, unit_org, municipality, rejected_at"
+    "SELECT reason, sender_her_id, event_type, unit_org, municipality, {today}, rejected_at"
     " FROM rejections WHERE NOT EXISTS"
     " (SELECT 1 FROM received_messages m WHERE m.message_id = rejections.message_id)"
 )
-_REJECTIONS_OF_MUNICIPALITY = _REJECTIONS + " AND municipality IN (?)"
+_REJECTIONS_OF_MUNICIPALITY = _REJECTIONS + " AND {municipality}"
 _STAYS = (
-    "SELECT unit_org, stay_id, person_key, municipality, admitted_at, discharged_at,"
+    "SELECT unit_org, stay_id, person_key, municipality, {today}, admitted_at, discharged_at,"
     " length_of_stay_hours, complete, detail FROM stays"
 )
-_STAYS_OF_MUNICIPALITY = _STAYS + " WHERE municipality IN (?)"
+_STAYS_OF_MUNICIPALITY = _STAYS + " WHERE {municipality}"
 
 _CLINICAL_TIME_FIELD = {
     "hst.consultation": "consultation_at",
@@ -102,6 +114,8 @@ class StoredMessage:
     unit_org: str
     sender_her_id: int
     committed_at: datetime
+    #: The number as sent, where it is not today's (1201 for Bergen's 4601).
+    municipality_as_sent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,8 @@ class EffectiveRecord:
     committed_at: datetime
     #: When its first revision was committed: how late the event reached the register.
     first_committed_at: datetime
+    #: The number as sent, where it is not today's ``municipality`` (1201 for 4601).
+    municipality_as_sent: str | None = None
 
     @property
     def birth_date(self) -> date:
@@ -135,6 +151,8 @@ class RejectionRow:
     unit_org: str | None
     municipality: str | None
     rejected_at: datetime
+    #: The number as sent, where it is not today's ``municipality``.
+    municipality_as_sent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +166,8 @@ class StayRow:
     length_of_stay_hours: float | None
     complete: bool
     detail: Mapping[str, Any]
+    #: The number as sent, where it is not today's ``municipality``.
+    municipality_as_sent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +180,9 @@ class ReportData:
     def messages(self) -> tuple[StoredMessage, ...]:
         """One counted message per event in its final state (the counting rule)."""
         return tuple(
-            StoredMessage(r.municipality, r.unit_org, r.sender_her_id, r.committed_at)
+            StoredMessage(
+                r.municipality, r.unit_org, r.sender_her_id, r.committed_at, r.municipality_as_sent
+            )
             for r in self.records
         )
 
@@ -237,17 +259,28 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
     """Everything the reports need, read in one read-only session."""
     with read_only_connection(url) as (connection, placeholder):
         cursor = connection.cursor()
+        mapped = _mapped_with_shipped_list(connection, placeholder)
+        # The stored today-number where it can be trusted; else the number as sent,
+        # mapped below (municipality_today of a today-number is itself).
+        today = "municipality_today" if mapped else "municipality"
         params: tuple[str, ...] = ()
+        where = ""
+        if municipality is not None:
+            wanted = municipality_today(municipality)
+            if mapped:
+                params, where = (wanted,), f"municipality_today = {placeholder}"
+            else:
+                # Every number that counts under today's (Bergen 4601: 1201 too).
+                params = tuple(sorted(numbers_covered_by(wanted)))
+                where = f"municipality IN ({', '.join([placeholder] * len(params))})"
 
         def of_municipality(sql: str) -> str:
-            return sql.replace("?", ", ".join([placeholder] * len(params)))
+            return sql.format(today=today, municipality=where)
 
         if municipality is None:
             cursor.execute(_EVENTS)
         else:
-            # Every number that counts under today's (Bergen 4601: 1201 too), and whole
-            # records: a correction may name another municipality than its original.
-            params = tuple(sorted(numbers_covered_by(municipality_today(municipality))))
+            # Whole records: a correction may name another municipality than its original.
             cursor.execute(of_municipality(_EVENTS_OF_MUNICIPALITY), params)
         by_record: dict[str, list[StoredEventRow]] = defaultdict(list)
         facts: dict[str, tuple[str, int]] = {}
@@ -291,40 +324,50 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
         ]
 
         cursor.execute(
-            of_municipality(_REJECTIONS_OF_MUNICIPALITY) if municipality else _REJECTIONS,
+            of_municipality(_REJECTIONS_OF_MUNICIPALITY if municipality else _REJECTIONS),
             params,
         )
         rejections = [
-            RejectionRow(reason, sender, event_type, unit, _today(muni), _required_time(at))
-            for reason, sender, event_type, unit, muni, at in cursor.fetchall()
+            RejectionRow(
+                reason,
+                sender,
+                event_type,
+                unit,
+                _today(muni_today),
+                _required_time(at),
+                _as_sent(muni, _today(muni_today)),
+            )
+            for reason, sender, event_type, unit, muni, muni_today, at in cursor.fetchall()
         ]
         if municipality is not None:
             # Rejections without a municipality (the event could not be read) are kept:
             # quality.py attributes them through the sender's committed municipalities.
-            cursor.execute(_REJECTIONS + " AND municipality IS NULL")
+            cursor.execute(of_municipality(_REJECTIONS) + " AND municipality IS NULL")
             rejections += [
                 RejectionRow(reason, sender, event_type, unit, None, _required_time(at))
-                for reason, sender, event_type, unit, muni, at in cursor.fetchall()
+                for reason, sender, event_type, unit, _muni, _muni_today, at in cursor.fetchall()
             ]
 
-        cursor.execute(of_municipality(_STAYS_OF_MUNICIPALITY) if municipality else _STAYS, params)
+        cursor.execute(of_municipality(_STAYS_OF_MUNICIPALITY if municipality else _STAYS), params)
         stays = [
             StayRow(
                 unit,
                 stay,
                 person,
-                _today(muni),
+                _today(muni_today),
                 parse_time(admitted),
                 parse_time(discharged),
                 None if hours is None else float(hours),
                 bool(complete),
                 orjson.loads(detail),
+                _as_sent(muni, _today(muni_today)),
             )
             for (
                 unit,
                 stay,
                 person,
                 muni,
+                muni_today,
                 admitted,
                 discharged,
                 hours,
@@ -334,6 +377,24 @@ def load_report_data(url: str, *, municipality: str | None = None) -> ReportData
         ]
         connection.commit()
     return ReportData(tuple(records), tuple(rejections), tuple(stays))
+
+
+def _mapped_with_shipped_list(connection: Any, placeholder: str) -> bool:
+    """Whether the store's today-numbers were mapped with the list this release ships
+    (a version 1 store has no ``kpr_reference`` table: no)."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(
+            f"SELECT version FROM kpr_reference WHERE name = {placeholder}",  # noqa: S608
+            (MUNICIPALITY_REFERENCE,),
+        )
+        row = cursor.fetchone()
+    except Exception as error:
+        if not (isinstance(error, sqlite3.Error) or type(error).__module__.startswith("psycopg")):
+            raise
+        connection.rollback()  # PostgreSQL: the failed statement ended the transaction
+        return False
+    return row is not None and row[0] == municipality_list_version()
 
 
 def _required_time(value: Any) -> datetime:
@@ -347,6 +408,11 @@ def _today(number: str | None) -> str | None:
     return None if number is None else municipality_today(number)
 
 
+def _as_sent(number: str | None, today: str | None) -> str | None:
+    """The number as sent, where it is not today's."""
+    return number if number is not None and number != today else None
+
+
 def _effective(
     record_key: str,
     rows: list[StoredEventRow],
@@ -358,13 +424,13 @@ def _effective(
         return None
     event_type = str(content["event_type"])
     municipalities = content.get("service_municipalities")
-    municipality = municipalities[0] if municipalities else content.get("service_municipality")
+    municipality = str(municipalities[0] if municipalities else content.get("service_municipality"))
     unit_org, sender = facts.get(record_key, (content["unit"]["org_number"], 0))
     return EffectiveRecord(
         record_key=record_key,
         event_type=event_type,
         person_key=str(content["person"]["person_key"]),
-        municipality=municipality_today(str(municipality)),
+        municipality=municipality_today(municipality),
         unit_org=str(content["unit"]["org_number"] or unit_org),
         sender_her_id=int(content.get("sender_her_id") or sender),
         clinical_time=_required_time(content[_CLINICAL_TIME_FIELD[event_type]]),
@@ -372,4 +438,5 @@ def _effective(
         content=content,
         committed_at=committed[1],
         first_committed_at=committed[0],
+        municipality_as_sent=_as_sent(municipality, municipality_today(municipality)),
     )

@@ -196,6 +196,25 @@ def test_committed_and_rejected_per_municipality_match_the_store(built: Built, d
     assert rejected[("ukjent",)]["data-value"] == "6"
 
 
+def test_todays_row_names_the_numbers_the_events_were_sent_under(built: Built, dom: str) -> None:
+    """In the rendered page, each municipality's row names the older numbers among its
+    events as sent (Bergen 4601: 1201 before 2020), read from the store's numbers."""
+    with sqlite3.connect(built.store) as connection:
+        pairs = connection.execute(
+            "SELECT DISTINCT municipality, municipality_today FROM events"
+            " WHERE municipality <> municipality_today"
+        ).fetchall()
+    older: dict[str, set[str]] = {}
+    for sent, today in pairs:
+        older.setdefault(today, set()).add(sent)
+    assert "1201" in older["4601"]
+    shown = figures(dom, "received_by_municipality.sent_as")
+    named = {dims[0]: cell.get("data-value") for dims, cell in shown.items()}
+    for today, numbers in older.items():
+        assert set(str(named[today]).split(", ")) >= numbers
+    assert named.get("0301") in (None, "")  # Oslo was never renumbered
+
+
 def test_kad_stays_per_municipality_and_year_match_the_store(built: Built, dom: str) -> None:
     """Stays by admission year in Norwegian time, from the stays table."""
     expected: Counter[tuple[str, str]] = Counter()

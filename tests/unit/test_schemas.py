@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from contracts.events import EVENT_TYPES, SCHEMA_VERSIONS, encode_event
-from contracts.events.codes import norwegian_label
+from contracts.events.code_sources import CODE_SOURCES
+from contracts.events.codes import CounterpartCategory, Sex, norwegian_label
 from contracts.events.reference import (
     _CODE_LISTS,
     REFERENCE_PAGE,
@@ -102,11 +103,31 @@ def test_every_rule_the_code_raises_is_documented() -> None:
         assert f"`{rule}`" in page
 
 
-def test_every_code_has_a_norwegian_label_on_the_page() -> None:
+def test_every_code_has_its_meaning_and_norwegian_label_on_the_page() -> None:
     page = contract_reference()
     for enum in _CODE_LISTS:
         for member in enum:
-            assert f"| `{member.value}` | {norwegian_label(member)} |" in page
+            meaning = member.name.lower().replace("_", " ")
+            assert f"| `{member.value}` | {meaning} | {norwegian_label(member)} |" in page
+
+
+def test_every_code_list_names_its_source_or_that_none_was_found() -> None:
+    """A national list where one was found (sex: Volven 3101), else the plain statement
+    that the values are slugs; never a list without either."""
+    page = contract_reference()
+    assert set(CODE_SOURCES) == set(_CODE_LISTS)
+    for enum in _CODE_LISTS:
+        section = page.split(f"### {enum.__name__}\n", 1)[1].split("\n### ", 1)[0]
+        assert "**Source:**" in section
+        national = CODE_SOURCES[enum].national
+        if national is None:
+            assert "**National list:** none found; the values are the contract's slugs." in section
+        else:
+            assert f"**National list:** {national}." in section
+    assert CODE_SOURCES[Sex].national is not None
+    assert CODE_SOURCES[CounterpartCategory].national is None  # Volven 7300: no values found
+    assert "## Code changes and cut-off dates" in page
+    assert "| Sex | `person.sex` | `female` | `2` | 2027-07-01T00:00:00+02:00 |" in page
 
 
 @pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
