@@ -73,6 +73,9 @@ __all__ = [
 _REPO = Path(__file__).resolve().parents[2]
 SCHEMA_DIRECTORY: Final = Path(__file__).resolve().parents[1] / "schemas"
 REFERENCE_PAGE: Final = _REPO / "docs" / "CONTRACTS.md"
+#: The national-bus comparison, written once there and copied into the reference page.
+NATIONAL_BUS_PAGE: Final = _REPO / "docs" / "NATIONAL_BUS.md"
+_NATIONAL_BUS_TABLE_HEADING: Final = "## Properties and behaviour"
 _JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
 #: Every rule a ContractViolation can carry, with what it means.
@@ -340,6 +343,28 @@ def _migration_section() -> list[str]:
     return [*lines, ""]
 
 
+def _national_bus_section() -> list[str]:
+    """The property-by-property table of docs/NATIONAL_BUS.md (an installed package,
+    without the docs beside it, says where to find it instead)."""
+    lines = ["## On the national bus", ""]
+    if not NATIONAL_BUS_PAGE.is_file():
+        return [*lines, "See docs/NATIONAL_BUS.md in the source repository.", ""]
+    text = NATIONAL_BUS_PAGE.read_text(encoding="utf-8")
+    _, found, rest = text.partition(f"\n{_NATIONAL_BUS_TABLE_HEADING}\n")
+    if not found:
+        raise ValueError(f"{NATIONAL_BUS_PAGE.name} has no '{_NATIONAL_BUS_TABLE_HEADING}' section")
+    table = [line for line in rest.split("\n## ", 1)[0].splitlines() if line.startswith("|")]
+    lines += [
+        "Each property and behaviour of NHN's Helsenorge.Messaging, what the register does "
+        "with it, and the test that proves it (file names in the first column are in that "
+        "repository):",
+        "",
+        *table,
+        "",
+    ]
+    return lines
+
+
 def contract_reference() -> str:
     """The text of ``docs/CONTRACTS.md``."""
     lines = [
@@ -387,7 +412,8 @@ def contract_reference() -> str:
         "[Code changes and cut-off dates](#code-changes-and-cut-off-dates).",
         "- On the wire, each event travels sealed (CMS) with the national bus's message "
         "properties; how each Helsenorge.Messaging property and behaviour is met, and the "
-        "test that proves it: [NATIONAL_BUS.md](NATIONAL_BUS.md).",
+        "test that proves it: [On the national bus](#on-the-national-bus), copied from "
+        "[NATIONAL_BUS.md](NATIONAL_BUS.md), which has the MsgHead profile too.",
         "",
         "## Events and their parts",
         "",
@@ -403,6 +429,7 @@ def contract_reference() -> str:
     for enum in _CODE_LISTS:
         lines += _code_list_section(enum)
     lines += _migration_section()
+    lines += _national_bus_section()
     lines += [
         "## Rules",
         "",

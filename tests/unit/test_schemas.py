@@ -51,6 +51,17 @@ def test_the_reference_page_is_up_to_date() -> None:
     assert REFERENCE_PAGE.read_text(encoding="utf-8") == contract_reference(), REGENERATE
 
 
+def test_the_reference_page_holds_the_national_bus_table_row_by_row() -> None:
+    """Every row of docs/NATIONAL_BUS.md's property table, under its own heading."""
+    bus = (REFERENCE_PAGE.parent / "NATIONAL_BUS.md").read_text(encoding="utf-8")
+    table = bus.split("## Properties and behaviour\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) > 10
+    page = REFERENCE_PAGE.read_text(encoding="utf-8").split("## On the national bus\n", 1)[1]
+    for row in rows:
+        assert row in page, row
+
+
 def test_the_schemas_are_valid_json_schema() -> None:
     for schema in json_schemas().values():
         jsonschema.Draft202012Validator.check_schema(schema)
