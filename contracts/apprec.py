@@ -60,6 +60,7 @@ __all__ = [
     "STATUS_CODE_SYSTEM",
     "AppRec",
     "AppRecError",
+    "AppRecMode",
     "AppRecStatus",
     "apprec_error",
     "decode_apprec",
@@ -91,6 +92,20 @@ class AppRecStatus(enum.StrEnum):
     @property
     def display_name(self) -> str:
         return _STATUS_NAMES[self]
+
+
+@enum.unique
+class AppRecMode(enum.StrEnum):
+    """Which decisions the register sends an AppRec for (``KPR_APPREC``)."""
+
+    ALL = "all"  # committed (and duplicate: a resend whose first AppRec may be lost) and refused
+    REJECTIONS = "rejections"
+    OFF = "off"
+
+    def sends(self, status: AppRecStatus) -> bool:
+        if self is AppRecMode.OFF:
+            return False
+        return self is AppRecMode.ALL or status is not AppRecStatus.OK
 
 
 _STATUS_NAMES: Final = {

@@ -21,6 +21,7 @@ from typing import Any
 import aio_pika
 import orjson
 
+from contracts.addressregister import DEV_ADDRESS_REGISTER_FILE, dev_address_register
 from contracts.envelope import CONTENT_TYPE
 from contracts.events import Environment
 from contracts.pki import ensure_dev_pki
@@ -106,6 +107,9 @@ def run_demo(
         run_id = secrets.token_hex(4)
         authorisation = state_dir / "authorisation.json"
         authorisation.write_bytes(dev_authorisation(pki.sender.info.org_number))
+        # The development sender's encryption certificate: the demo's AppRecs go to it.
+        address_register = state_dir / DEV_ADDRESS_REGISTER_FILE
+        address_register.write_bytes(dev_address_register(pki, absolute=True))
         demo = settings.with_overrides(
             amqp_url=amqp_url,
             pki_dir=pki_dir,
@@ -113,6 +117,7 @@ def run_demo(
             environment=Environment.TEST,
             store_url=str(state_dir / "demo" / f"pathways-{run_id}.sqlite3"),
             authorisation_file=authorisation,
+            address_register_file=address_register,
             queue_prefix=f"demo-{run_id}.",
         )
         events = generate_events(count, seed=seed)
