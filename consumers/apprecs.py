@@ -49,6 +49,7 @@ from enum import StrEnum, unique
 from typing import Final, Self
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, FieldValue
 
 from consumers.deadletter import publish_confirmed
@@ -302,18 +303,28 @@ class AppRecSender(AsyncResource):
             timeout=self._confirm_timeout_s,
         )
 
+    async def _open_channel(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            # A channel error closes only this channel; the next AppRec opens another.
+            self._channel = await self._connection.channel(publisher_confirms=True)
+            self._exchange = None
+            self._declared.clear()
+        return self._channel
+
     async def _ready_exchange(self, her_id: int) -> AbstractExchange:
         async with self._lock:
-            if self._channel is None or self._channel.is_closed:
-                # A channel error closes only this channel; the next AppRec opens another.
-                self._channel = await self._connection.channel(publisher_confirms=True)
-                self._exchange = None
-                self._declared.clear()
+            channel = await self._open_channel()
             if her_id not in self._declared:
-                await self._topology.declare_party_queue(self._channel, her_id)
+                try:
+                    # Passive first: where the broker definitions pre-declare the party's
+                    # queue (infra/broker/definitions.json) our user may not configure it.
+                    await channel.declare_queue(self._topology.party_queue(her_id), passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    channel = await self._open_channel()  # the 404 closed the channel
+                    await self._topology.declare_party_queue(channel, her_id)
                 self._declared.add(her_id)
             if self._exchange is None:
-                self._exchange = await self._channel.get_exchange(
+                self._exchange = await channel.get_exchange(
                     self._topology.bus_exchange, ensure=False
                 )
             return self._exchange
