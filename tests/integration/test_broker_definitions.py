@@ -164,6 +164,25 @@ async def test_sender_reads_own_receipt_queue(as_user: Any) -> None:
     await message.ack()
 
 
+async def test_sender_reads_own_apprecs_and_the_consumer_reaches_them(as_user: Any) -> None:
+    """kpr-consumer finds ``90001_async`` (passively: it may not configure it) and publishes
+    an AppRec there through the bus exchange; sender-90001 reads it, sender-90002 may not."""
+    sender = await as_user("sender-90001")
+    consumer = await as_user("kpr-consumer")
+    await consumer.declare_queue(TOPOLOGY.party_queue(90001), passive=True)
+    bus = await consumer.get_exchange(TOPOLOGY.bus_exchange, ensure=False)
+    await bus.publish(
+        _message(b"apprec"), routing_key=TOPOLOGY.party_routing_key(90001), mandatory=True
+    )
+    message = await _get(sender, TOPOLOGY.party_queue(90001))
+    assert message is not None
+    assert message.body == b"apprec"
+    await message.ack()
+    other = await as_user("sender-90002")
+    with pytest.raises(ChannelAccessRefused):
+        await _get(other, TOPOLOGY.party_queue(90001))
+
+
 @pytest.mark.parametrize("name", ["sender-made-queue", ""])
 async def test_sender_cannot_declare_queues(as_user: Any, name: str) -> None:
     """A sender configures nothing: neither a named nor a server-named queue."""
