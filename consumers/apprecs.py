@@ -129,7 +129,8 @@ class AppRecDecision:
             errors = (apprec_error(self.reason or Reason.MALFORMED, self.description),)
         return AppRec(
             id=str(uuid.uuid4()),
-            generated_at=datetime.now(UTC),
+            # whole seconds: what GenDate carries, so the object is what the XML says
+            generated_at=datetime.now(UTC).replace(microsecond=0),
             sender_her_id=register_her_id,
             receiver_her_id=party.her_id,
             receiver_name=party.name or "",
