@@ -296,13 +296,14 @@ class AppRecSender(AsyncResource):
             recipient=party.encryption_certificate,
         )
         message = apprec_message(apprec, sealed, register_her_id=register)
-        exchange = await self._ready_exchange(party.her_id)
-        await asyncio.wait_for(
-            publish_confirmed(
-                exchange, message, routing_key=self._topology.party_routing_key(party.her_id)
-            ),
-            timeout=self._confirm_timeout_s,
-        )
+        # One bound on the broker's part (a channel while reconnecting, the declare, the
+        # confirm): a worker is never held longer, whatever the broker does.
+        await asyncio.wait_for(self._publish(message, party.her_id), self._confirm_timeout_s)
+
+    async def _publish(self, message: aio_pika.Message, her_id: int) -> None:
+        exchange = await self._ready_exchange(her_id)
+        routing_key = self._topology.party_routing_key(her_id)
+        await publish_confirmed(exchange, message, routing_key=routing_key)
 
     async def _open_channel(self) -> AbstractChannel:
         if self._channel is None or self._channel.is_closed:
