@@ -254,11 +254,12 @@ class AppRecSender(AsyncResource):
         self._closing = True
         if self._workers:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pending.join(), timeout=self._drain_timeout_s)
-            for worker in self._workers:
+                async with asyncio.timeout(self._drain_timeout_s):
+                    await self._pending.join()
+            workers, self._workers = self._workers, []
+            for worker in workers:
                 worker.cancel()
-            await asyncio.gather(*self._workers, return_exceptions=True)
-            self._workers = []
+            await asyncio.gather(*workers, return_exceptions=True)
         channel, self._channel = self._channel, None
         self._exchange = None
         if channel is not None and not channel.is_closed:
@@ -298,7 +299,10 @@ class AppRecSender(AsyncResource):
         message = apprec_message(apprec, sealed, register_her_id=register)
         # One bound on the broker's part (a channel while reconnecting, the declare, the
         # confirm): a worker is never held longer, whatever the broker does.
-        await asyncio.wait_for(self._publish(message, party.her_id), self._confirm_timeout_s)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the inner call ends, and a worker would then outlive aclose().
+        async with asyncio.timeout(self._confirm_timeout_s):
+            await self._publish(message, party.her_id)
 
     async def _publish(self, message: aio_pika.Message, her_id: int) -> None:
         exchange = await self._ready_exchange(her_id)
