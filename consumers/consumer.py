@@ -30,6 +30,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Self
 
 import aiormq
@@ -42,6 +43,7 @@ from aio_pika.abc import (
 )
 
 from consumers.acks import AckBatcher
+from consumers.apprecs import AppRecDecision, AppRecSender
 from consumers.deadletter import (
     attempt_of,
     dead_letter_message,
@@ -51,11 +53,14 @@ from consumers.deadletter import (
 from consumers.metrics import ConsumerMetrics, QueueRole
 from consumers.processing import Disposition, Outcome, Processor
 from consumers.receipts import ReceiptSender, ReceiptSigner, send_rejection_receipt
+from contracts.addressregister import AddressRegister
+from contracts.apprec import AppRecMode, AppRecStatus
 from contracts.connection import TlsSettings, open_with_failover
+from contracts.envelope import SigningIdentity
 from contracts.errors import Reason
 from contracts.resources import AsyncResource
 from contracts.topology import Topology
-from contracts.wire import bus_properties
+from contracts.wire import BusProperties, bus_properties
 
 __all__ = ["Consumer"]
 
@@ -85,10 +90,16 @@ class Consumer(AsyncResource):
         watch_interval_s: float = 5.0,
         queue: str | None = None,
         stall_after_s: float = 120.0,
+        apprec_signer: SigningIdentity | None = None,
+        address_register: AddressRegister | None = None,
+        apprec_mode: AppRecMode = AppRecMode.OFF,
     ) -> None:
         """With ``receipt_signer``, each dead letter also sends a signed rejection receipt
-        to the sender's error queue (see :mod:`consumers.receipts`). ``queue`` is the queue
-        to consume (default the work queue; a partition queue when partitioned)."""
+        to the sender's error queue (see :mod:`consumers.receipts`). With ``apprec_signer``
+        and ``address_register``, each decision ``apprec_mode`` covers also sends an AppRec
+        to the sender's ``_async`` queue once it is durable (:mod:`consumers.apprecs`).
+        ``queue`` is the queue to consume (default the work queue; a partition queue when
+        partitioned)."""
         self._url = url
         self._topology = topology
         self._processor = processor
@@ -100,6 +111,10 @@ class Consumer(AsyncResource):
         self._on_outcome = on_outcome
         self._receipt_signer = receipt_signer
         self._receipts: ReceiptSender | None = None
+        self._apprec_signer = apprec_signer
+        self._address_register = address_register
+        self._apprec_mode = apprec_mode
+        self._apprecs: AppRecSender | None = None
         self._metrics = metrics
         self._store_ping = store_ping
         self._watch_interval_s = watch_interval_s
@@ -143,6 +158,19 @@ class Consumer(AsyncResource):
         if self._receipt_signer is not None:
             self._receipts = ReceiptSender(
                 self._connection, topology=self._topology, signer=self._receipt_signer
+            )
+        if (
+            self._apprec_signer is not None
+            and self._address_register is not None
+            and self._apprec_mode is not AppRecMode.OFF
+        ):
+            self._apprecs = AppRecSender(
+                self._connection,
+                topology=self._topology,
+                signer=self._apprec_signer,
+                address_register=self._address_register,
+                mode=self._apprec_mode,
+                observe=self._metrics.observe_apprec if self._metrics is not None else None,
             )
         return self
 
@@ -345,6 +373,10 @@ class Consumer(AsyncResource):
 
     async def aclose(self) -> None:
         """Close; closing twice is harmless. Unacked deliveries return to the queue."""
+        apprecs, self._apprecs = self._apprecs, None
+        if apprecs is not None:
+            # Before the connection goes: what is pending still has a few seconds to go out.
+            await apprecs.aclose()
         await self._acks.aclose()
         connection, self._connection = self._connection, None
         self._channel = None
@@ -409,6 +441,7 @@ class Consumer(AsyncResource):
             with contextlib.suppress(Exception):
                 await self._acks.nack(message, requeue=True)
             return
+        self._submit_apprec(message, outcome, wire)
         self.counts[outcome.disposition.value] += 1
         if outcome.reason is not None:
             self.counts[f"reason:{outcome.reason.value}"] += 1
@@ -429,6 +462,25 @@ class Consumer(AsyncResource):
             self._metrics.observe_outcome(outcome, time.monotonic() - started)
         if self._on_outcome is not None:
             self._on_outcome(outcome, time.monotonic() - started)
+
+    def _submit_apprec(
+        self, message: AbstractIncomingMessage, outcome: Outcome, wire: BusProperties
+    ) -> None:
+        """Hand the durable decision to the AppRec sender (it never waits): OK for a
+        commit or a duplicate (a resend whose first AppRec may have been lost), rejected
+        for a dead letter; a retry is not decided yet."""
+        if self._apprecs is None or outcome.disposition is Disposition.RETRY:
+            return
+        self._apprecs.submit(
+            AppRecDecision(
+                status=AppRecStatus.OK if outcome.acks_after_commit else AppRecStatus.REJECTED,
+                sender_her_id=outcome.sender_her_id,
+                original_message_id=message.message_id,
+                original_issued_at=wire.application_timestamp or datetime.now(UTC),
+                reason=outcome.reason,
+                description=outcome.description,
+            )
+        )
 
     async def _dead_letter(self, message: AbstractIncomingMessage, outcome: Outcome) -> None:
         assert self._dead_letters is not None

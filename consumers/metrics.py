@@ -19,6 +19,7 @@ from typing import Final
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from consumers.apprecs import APPREC_STATUS_LABELS, AppRecOutcome
 from consumers.processing import Disposition, Outcome
 from consumers.store import SenderActivity, StoreSummary
 from contracts.errors import Reason
@@ -189,6 +190,14 @@ class ConsumerMetrics:
             ["wire"],
             registry=registry,
         )
+        self.apprecs = Counter(
+            "kpr_consumer_apprecs",
+            "AppRecs (KITH application receipts) for decided deliveries, by status (ok, "
+            "rejected) and outcome: sent (confirmed), skipped (no encryption certificate "
+            "known for the sender), failed.",
+            ["status", "outcome"],
+            registry=registry,
+        )
         self.crypto_failures = Counter(
             "kpr_crypto_failures",
             "Rejections of the CMS envelope (decrypt, verify, trust), by class.",
@@ -270,10 +279,17 @@ class ConsumerMetrics:
             self.messages.labels(outcome=outcome.value)
         for reason in Reason:
             self.dead_letters.labels(reason=reason.value)
+        for status in APPREC_STATUS_LABELS:
+            for apprec_outcome in AppRecOutcome:
+                self.apprecs.labels(status=status, outcome=apprec_outcome.value)
         for failure_class in CryptoFailureClass:
             self.crypto_failures.labels(failure_class.value)
         for role in QueueRole:
             self.queue_messages.labels(queue=role.value)
+
+    def observe_apprec(self, status: str, outcome: str) -> None:
+        """Count one AppRec (labels from :mod:`consumers.apprecs`: fixed values only)."""
+        self.apprecs.labels(status=status, outcome=outcome).inc()
 
     def observe_wire(self, wire: Wire) -> None:
         self.wire_deliveries.labels(wire=wire.value).inc()

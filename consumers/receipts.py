@@ -27,22 +27,17 @@ from typing import Self
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, FieldValue
+from aio_pika.abc import AbstractConnection
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from pydantic import BaseModel, ConfigDict
 
+from consumers.outbound import PartyChannel, national_message
 from contracts.envelope import SigningIdentity
 from contracts.errors import Reason
 from contracts.resources import AsyncResource
 from contracts.topology import Topology
-from contracts.wire import (
-    APP_PROPERTIES_HEADER,
-    PROPERTIES_HEADER,
-    application_timestamp,
-    pack_application_properties,
-    pack_properties,
-)
+from contracts.wire import application_timestamp
 
 __all__ = [
     "RECEIPT_CONTENT_TYPE",
@@ -126,7 +121,6 @@ def receipt_message(
     header, and its ErrorMessageListener discards an error message without a subject.
     """
     message_id = str(uuid.uuid4())
-    subject = receipt.event_type or RECEIPT_TYPE
     properties = {
         "errorCondition": receipt.error_condition,
         "errorDescription": receipt.description,
@@ -136,26 +130,15 @@ def receipt_message(
         "toHerId": str(sender_her_id),
         "applicationTimeStamp": application_timestamp(datetime.now(UTC)),
     }
-    packed: dict[str, FieldValue] = {
-        APP_PROPERTIES_HEADER: bytearray(pack_application_properties(properties)),
-        PROPERTIES_HEADER: bytearray(
-            pack_properties(
-                message_id=message_id,
-                subject=subject,
-                correlation_id=receipt.original_message_id or None,
-                content_type=RECEIPT_CONTENT_TYPE,
-            )
-        ),
-    }
-    return aio_pika.Message(
+    return national_message(
         signed,
-        content_type=RECEIPT_CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        properties=properties,
         message_id=message_id,
-        correlation_id=receipt.original_message_id or None,
-        type=RECEIPT_TYPE,
+        subject=receipt.event_type or RECEIPT_TYPE,
+        content_type=RECEIPT_CONTENT_TYPE,
+        message_type=RECEIPT_TYPE,
         timestamp=receipt.rejected_at,
-        headers={**properties, **packed},
+        correlation_id=receipt.original_message_id or None,
     )
 
 
@@ -174,42 +157,22 @@ class ReceiptSender(AsyncResource):
         signer: ReceiptSigner,
         confirm_timeout_s: float = 10.0,
     ) -> None:
-        self._connection = connection
         self._topology = topology
         self._signer = signer
         self._confirm_timeout_s = confirm_timeout_s
-        self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
-        self._declared: set[int] = set()
-        self._lock = asyncio.Lock()
+        self._party = PartyChannel(
+            connection,
+            exchange=topology.receipt_exchange,
+            queue_of=topology.receipt_queue,
+            declare=topology.declare_receipt_queue,
+            on_return_raises=True,
+        )
 
     async def __aenter__(self) -> Self:
         return self
 
     async def aclose(self) -> None:
-        channel, self._channel = self._channel, None
-        self._exchange = None
-        if channel is not None and not channel.is_closed:
-            await channel.close()
-
-    async def _ready_exchange(self, sender_her_id: int) -> AbstractExchange:
-        async with self._lock:
-            if self._channel is None or self._channel.is_closed:
-                # A channel error (e.g. a queue declared elsewhere with other arguments)
-                # closes only this channel; the next receipt opens a fresh one.
-                self._channel = await self._connection.channel(
-                    publisher_confirms=True, on_return_raises=True
-                )
-                self._exchange = None
-                self._declared.clear()
-            if sender_her_id not in self._declared:
-                await self._topology.declare_receipt_queue(self._channel, sender_her_id)
-                self._declared.add(sender_her_id)
-            if self._exchange is None:
-                self._exchange = await self._channel.get_exchange(
-                    self._topology.receipt_exchange, ensure=False
-                )
-            return self._exchange
+        await self._party.aclose()
 
     async def send(self, receipt: Receipt, *, sender_her_id: int) -> None:
         """Sign and publish one receipt, and wait for the broker's confirm."""
@@ -220,7 +183,7 @@ class ReceiptSender(AsyncResource):
             register_her_id=self._topology.register_her_id,
             sender_her_id=sender_her_id,
         )
-        exchange = await self._ready_exchange(sender_her_id)
+        exchange = await self._party.exchange_for(sender_her_id)
         await exchange.publish(
             message,
             routing_key=str(sender_her_id),

@@ -4,6 +4,8 @@ Import from here (or from ``contracts.events`` for the full code lists); the
 submodules are the implementation.
 """
 
+from contracts.addressregister import AddressRegister, FileAddressRegister, PartyAddress
+from contracts.apprec import AppRec, AppRecMode, AppRecStatus, decode_apprec, encode_apprec
 from contracts.envelope import (
     CONTENT_TYPE,
     MAX_MESSAGE_BYTES,
@@ -69,6 +71,10 @@ __all__ = [
     "KPR_HER_IDS",
     "MAX_MESSAGE_BYTES",
     "SCHEMA_VERSIONS",
+    "AddressRegister",
+    "AppRec",
+    "AppRecMode",
+    "AppRecStatus",
     "BrokerRefused",
     "BrokerUnreachable",
     "CertificateExpired",
@@ -82,6 +88,7 @@ __all__ = [
     "DecryptionKey",
     "Environment",
     "Event",
+    "FileAddressRegister",
     "FileCrlSource",
     "HstConsultation",
     "InputRefused",
@@ -95,6 +102,7 @@ __all__ = [
     "OpenedEnvelope",
     "OperatorError",
     "Party",
+    "PartyAddress",
     "Person",
     "PkiDir",
     "Profile",
@@ -119,7 +127,9 @@ __all__ = [
     "UnsupportedAlgorithm",
     "UntrustedSigner",
     "check_binding",
+    "decode_apprec",
     "decode_letter",
+    "encode_apprec",
     "encode_event",
     "encode_letter",
     "ensure_dev_pki",

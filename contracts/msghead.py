@@ -53,6 +53,7 @@ from contracts.errors import MalformedMessage
 __all__ = [
     "BASE64_NAMESPACE",
     "MESSAGE_TYPE",
+    "MESSAGE_TYPE_NAME",
     "MSGHEAD_NAMESPACE",
     "decode_msghead",
     "encode_msghead",
@@ -62,7 +63,7 @@ __all__ = [
 MSGHEAD_NAMESPACE: Final = "http://www.kith.no/xmlstds/msghead/2006-05-24"
 BASE64_NAMESPACE: Final = "http://www.kith.no/xmlstds/base64container"
 MESSAGE_TYPE: Final = "KPR_HENDELSE"
-_MESSAGE_TYPE_NAME: Final = "Hendelse til Kommunalt pasient- og brukerregister"
+MESSAGE_TYPE_NAME: Final = "Hendelse til Kommunalt pasient- og brukerregister"
 _MIG_VERSION: Final = "v1.2 2006-05-24"
 _IDENT_SYSTEM: Final = "2.16.578.1.12.4.1.1.9051"
 _EVENT_MIME_TYPE: Final = "application/json"
@@ -91,7 +92,7 @@ def encode_msghead(
     # Plain names and xmlns attributes: ElementTree would otherwise invent ns0: prefixes.
     head = Element("MsgHead", xmlns=MSGHEAD_NAMESPACE)
     info = SubElement(head, "MsgInfo")
-    SubElement(info, "Type", V=MESSAGE_TYPE, DN=_MESSAGE_TYPE_NAME)
+    SubElement(info, "Type", V=MESSAGE_TYPE, DN=MESSAGE_TYPE_NAME)
     SubElement(info, "MIGversion").text = _MIG_VERSION
     SubElement(info, "GenDate").text = when
     SubElement(info, "MsgId").text = message_id

@@ -377,10 +377,11 @@ def load_certificate(path: Path) -> x509.Certificate:
     return load_certificates(path)[0]
 
 
-def load_recipient_certificate(path: Path) -> x509.Certificate:
-    """The register's encryption certificate; one whose key usage has no keyEncipherment
-    is refused here, as the national bus's client refuses it (MUG-000014), not after
-    sending a message the register could not be meant to open."""
+def load_recipient_certificate(path: Path, *, party: str = "the register") -> x509.Certificate:
+    """A recipient's encryption certificate (the register's for a producer, a sender's for
+    the register's AppRecs); one whose key usage has no keyEncipherment is refused here,
+    as the national bus's client refuses it (MUG-000014), not after sending a message the
+    recipient could not be meant to open."""
     certificate = load_certificate(path)
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -390,7 +391,7 @@ def load_recipient_certificate(path: Path) -> x509.Certificate:
         raise KeyMaterialError(
             f"the recipient certificate {path} is not an encryption certificate "
             "(its key usage has no keyEncipherment)",
-            "give the register's encryption certificate, not its signing certificate",
+            f"give {party}'s encryption certificate, not its signing certificate",
         )
     return certificate
 

@@ -10,6 +10,7 @@ messages back to a sender). ::
     consumer, transient failure --> kpr.retry --> kpr.retry.{n}  (quorum, per-message TTL)
         --(TTL expires, at-least-once dead-lettering)--> kpr.events --> {register}_async
     consumer, rejection receipt --> kpr.receipts --(sender HER-id)--> {sender}_error
+    consumer, AppRec --> {bus_namespace} --("{sender}_async")--> {sender}_async   (quorum)
     broker, delivery limit reached --> kpr.dlx --> {register}_dl
 
 ``prefix`` isolates several topologies on one broker (tests, benchmarks).
@@ -153,6 +154,16 @@ class Topology:
     def receipt_queue(self, sender_her_id: int) -> str:
         return f"{self.prefix}{sender_her_id}_error"
 
+    def party_queue(self, her_id: int) -> str:
+        """A communication party's incoming queue, where its business messages (our
+        AppRecs) go: ``{herId}_async``, as the national bus names it."""
+        return f"{self.prefix}{her_id}_async"
+
+    def party_routing_key(self, her_id: int) -> str:
+        """The key that routes to :meth:`party_queue` on :attr:`bus_exchange`: the queue's
+        unprefixed name, as a national sender addresses ``/exchange/{namespace}/{herId}_async``."""
+        return f"{her_id}_async"
+
     def work_queue_arguments(self) -> dict[str, Any]:
         return {
             "x-queue-type": "quorum",
@@ -242,6 +253,16 @@ class Topology:
         )
         await work.bind(inbound, routing_key=self.routing_key)
         return inbound.name
+
+    async def declare_party_queue(self, channel: AbstractChannel, her_id: int) -> str:
+        """Declare a party's ``_async`` queue (quorum) on the bus exchange; idempotent."""
+        exchange = await channel.declare_exchange(self.bus_exchange, "direct", durable=True)
+        name = self.party_queue(her_id)
+        queue = await channel.declare_queue(
+            name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(exchange, routing_key=self.party_routing_key(her_id))
+        return name
 
     async def declare_receipt_queue(self, channel: AbstractChannel, sender_her_id: int) -> str:
         exchange = await channel.declare_exchange(self.receipt_exchange, "direct", durable=True)

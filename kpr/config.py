@@ -11,6 +11,13 @@
 - ``KPR_LETTER``: the form of the signed letter a producer sends, ``msghead`` (KITH MsgHead
   v1.2, the default, as the national bus's EPJ systems send) or ``json`` (the earlier form,
   still read by the consumer through the migration window).
+- ``KPR_APPREC``: which decisions the consumer sends the sender a KITH AppRec v1.1 for,
+  on its ``{herId}_async`` queue: ``all`` (the default: committed and duplicate as OK,
+  dead-lettered as rejected), ``rejections``, or ``off``. Only to senders whose encryption
+  certificate the address register holds.
+- ``KPR_ADDRESS_REGISTER``: JSON ``{"<HER-id>": "<PEM path>"}``, each sender's encryption
+  certificate (paths relative to the file; see ``contracts/addressregister.py``); in the
+  test environment, without it, the ``address-register.json`` beside the development PKI.
 - ``KPR_STALL_AFTER``: seconds a delivery may stay undecided before the consumer logs it
   and ``/readyz`` reports it; default 120.
 - ``KPR_PSEUDONYM_KEY_FILE``: the pseudonym key (hex, >= 32 bytes); required in production,
@@ -76,6 +83,8 @@ from typing import TypeVar
 
 from cryptography import x509
 
+from contracts.addressregister import DEV_ADDRESS_REGISTER_FILE, FileAddressRegister
+from contracts.apprec import AppRecMode
 from contracts.connection import TlsSettings, broker_urls
 from contracts.envelope import DecryptionKey, Profile, SigningIdentity
 from contracts.errors import KeyMaterialError, SettingsError
@@ -171,6 +180,8 @@ class Settings:
     register_her_id: int = KPR_HER_IDS["test"]
     profile: Profile = Profile.NATIONAL
     letter_form: LetterForm = LetterForm.MSGHEAD
+    apprec: AppRecMode = AppRecMode.ALL
+    address_register_file: Path | None = None
     pseudonym_key_file: Path | None = None
     authorisation_file: Path | None = None
     metrics_port: int | None = None
@@ -211,6 +222,8 @@ class Settings:
             ),
             profile=_choice(env, "KPR_PROFILE", Profile, "national"),
             letter_form=_choice(env, "KPR_LETTER", LetterForm, "msghead"),
+            apprec=_choice(env, "KPR_APPREC", AppRecMode, "all"),
+            address_register_file=_path(env.get("KPR_ADDRESS_REGISTER")),
             pseudonym_key_file=Path(key_file) if key_file else None,
             authorisation_file=Path(authorisation) if authorisation else None,
             metrics_port=metrics_port if metrics_port >= 0 else None,
@@ -403,6 +416,22 @@ class Settings:
             chain = tuple(c for p in chain_files for c in load_certificates(p))
             return SigningIdentity(load_certificate(Path(cert)), load_private_key(Path(key)), chain)
         return PkiDir.load(self.pki_dir).register.signing_identity
+
+    def address_register_path(self) -> Path | None:
+        """``KPR_ADDRESS_REGISTER``; in the test environment only, else the file the
+        development PKI has beside it. Production never guesses whose certificate is whose."""
+        if self.address_register_file is not None:
+            return self.address_register_file
+        beside_pki = self.pki_dir / DEV_ADDRESS_REGISTER_FILE
+        if self.environment is Environment.TEST and beside_pki.is_file():
+            return beside_pki
+        return None
+
+    def address_register(self) -> FileAddressRegister | None:
+        """The senders' encryption certificates, read and checked now (a bad file is a
+        :class:`SettingsError` or :class:`KeyMaterialError` naming it); ``None`` without one."""
+        path = self.address_register_path()
+        return FileAddressRegister.load(path) if path is not None else None
 
     def pseudonym_key_path(self) -> Path:
         if self.pseudonym_key_file is not None:

@@ -22,6 +22,8 @@ from consumers.processing import Processor
 from consumers.pseudonym import MIN_KEY_BYTES, Pseudonymiser, load_or_create_key
 from consumers.receipts import ReceiptSigner
 from consumers.store import SqlStore, StoreSummary, open_store
+from contracts.addressregister import AddressRegister, FileAddressRegister
+from contracts.apprec import AppRecMode
 from contracts.errors import (
     ContractViolation,
     InputRefused,
@@ -293,6 +295,17 @@ async def consume(
 
     With ``settings.open_workers`` > 0 the RSA-heavy open step runs in that many worker
     processes, so both cores work while the event loop handles AMQP and the store."""
+    # Read and checked before any connection: a bad file stops the start with one line.
+    address_register = (
+        settings.address_register() if settings.apprec is not AppRecMode.OFF else None
+    )
+    if settings.apprec is not AppRecMode.OFF and address_register is None:
+        address_register = FileAddressRegister({})  # every AppRec counted as skipped
+        log.warning(
+            "KPR_ADDRESS_REGISTER is not set: no sender's encryption certificate is known, so "
+            "no AppRec is sent (kpr_consumer_apprecs_total counts them as skipped); set it, "
+            "or KPR_APPREC=off (docs/OPERATIONS.md, 'National bus')"
+        )
     metrics = ConsumerMetrics(registry if registry is not None else CollectorRegistry())
     _certificate_gauges(settings, metrics)
     if settings.authorisation_path() is None:
@@ -320,7 +333,14 @@ async def consume(
         async with store:
             processor = Processor(build_opener(settings), pseudonyms, store, opener_pool=pool)
             return await _consume_with(
-                settings, processor, store, metrics, until_idle_s, stop, watch_interval_s
+                settings,
+                processor,
+                store,
+                metrics,
+                until_idle_s,
+                stop,
+                watch_interval_s,
+                address_register,
             )
 
 
@@ -332,7 +352,10 @@ async def _consume_with(
     until_idle_s: float | None,
     stop: asyncio.Event | None,
     watch_interval_s: float,
+    address_register: AddressRegister | None = None,
 ) -> Counter[str]:
+    signer = settings.receipt_signing_identity()
+
     def consumer_of(queue: str | None) -> Consumer:
         return Consumer(
             settings.amqp_url,
@@ -344,7 +367,11 @@ async def _consume_with(
             metrics=metrics,
             store_ping=store.ping,
             watch_interval_s=watch_interval_s,
-            receipt_signer=ReceiptSigner(settings.receipt_signing_identity()),
+            receipt_signer=ReceiptSigner(signer),
+            # The register's one signing identity signs receipts and AppRecs alike.
+            apprec_signer=signer,
+            address_register=address_register,
+            apprec_mode=settings.apprec,
             queue=queue,
             connect_timeout_s=settings.connect_timeout_s,
         )

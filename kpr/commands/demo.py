@@ -21,6 +21,7 @@ from typing import Any
 import aio_pika
 import orjson
 
+from contracts.addressregister import DEV_ADDRESS_REGISTER_FILE, dev_address_register
 from contracts.envelope import CONTENT_TYPE
 from contracts.events import Environment
 from contracts.pki import ensure_dev_pki
@@ -106,6 +107,9 @@ def run_demo(
         run_id = secrets.token_hex(4)
         authorisation = state_dir / "authorisation.json"
         authorisation.write_bytes(dev_authorisation(pki.sender.info.org_number))
+        # The development sender's encryption certificate: the demo's AppRecs go to it.
+        address_register = state_dir / DEV_ADDRESS_REGISTER_FILE
+        address_register.write_bytes(dev_address_register(pki, absolute=True))
         demo = settings.with_overrides(
             amqp_url=amqp_url,
             pki_dir=pki_dir,
@@ -113,6 +117,7 @@ def run_demo(
             environment=Environment.TEST,
             store_url=str(state_dir / "demo" / f"pathways-{run_id}.sqlite3"),
             authorisation_file=authorisation,
+            address_register_file=address_register,
             queue_prefix=f"demo-{run_id}.",
         )
         events = generate_events(count, seed=seed)
@@ -122,7 +127,9 @@ def run_demo(
         say("consuming until idle ...")
         counts = eventloop.run(consume(demo, until_idle_s=2.0))
         pathways = eventloop.run(store_summary(demo)).as_dict()
-        eventloop.run(_delete_topology(demo.amqp_url, demo.topology()))
+        apprecs = eventloop.run(
+            _delete_topology(demo.amqp_url, demo.topology(), pki.sender.info.her_id)
+        )
     return {
         "published": len(events) + tampered,
         "confirmed": len(report.confirmed) + tampered,
@@ -131,6 +138,7 @@ def run_demo(
         "duplicates": counts.get("duplicate", 0),
         "dead_lettered": counts.get("dead_lettered", 0),
         "retried": counts.get("retried", 0),
+        "apprecs": apprecs,
         "pathways": pathways,
         "broker": broker_kind,
         "store": demo.store_url,
@@ -165,14 +173,21 @@ async def _publish_tampered(settings: Settings, events: list[Any]) -> None:
             )
 
 
-async def _delete_topology(url: str, topology: Topology) -> None:
-    """The demo's queues are its own (a fresh prefix each run): remove them."""
+async def _delete_topology(url: str, topology: Topology, sender_her_id: int) -> int:
+    """The demo's queues are its own (a fresh prefix each run): remove them, the sender's
+    error (receipts) and ``_async`` (AppRecs) queues too. Returns how many AppRecs the
+    sender's queue held."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
+        apprecs = await channel.declare_queue(
+            topology.party_queue(sender_her_id), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        apprec_count = apprecs.declaration_result.message_count or 0
         names = [topology.work_queue, topology.dead_letter_queue] + [
             topology.retry_queue(tier) for tier in range(len(topology.retry_delays_s))
         ]
+        names += [topology.receipt_queue(sender_her_id), topology.party_queue(sender_her_id)]
         for name in names:
             await channel.queue_delete(name)
         for exchange in (
@@ -180,8 +195,10 @@ async def _delete_topology(url: str, topology: Topology) -> None:
             topology.dead_letter_exchange,
             topology.retry_exchange,
             topology.receipt_exchange,
+            topology.bus_exchange,
         ):
             await channel.exchange_delete(exchange)
+    return apprec_count
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -193,6 +210,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"  committed       {summary['committed']}")
     print(f"  duplicates      {summary['duplicates']}")
     print(f"  dead-lettered   {summary['dead_lettered']}")
+    print(f"  AppRecs         {summary['apprecs']} (on the sender's _async queue)")
     print(
         f"  pathways        persons {pathways['persons']}, stays {pathways['stays']} "
         f"({pathways['stays_incomplete']} incomplete), consultations {pathways['consultations']}"

@@ -23,6 +23,9 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelAccessRefused
 
+from consumers.receipts import Receipt, ReceiptSender, ReceiptSigner
+from contracts.errors import Reason
+from contracts.pki import PkiDir
 from contracts.topology import Topology
 from kpr.localbroker import LocalRabbitMQ
 
@@ -161,6 +164,46 @@ async def test_sender_reads_own_receipt_queue(as_user: Any) -> None:
     message = await _get(sender, TOPOLOGY.receipt_queue(90001))
     assert message is not None
     assert message.body == b"receipt"
+    await message.ack()
+
+
+async def test_sender_reads_own_apprecs_and_the_consumer_reaches_them(as_user: Any) -> None:
+    """kpr-consumer finds ``90001_async`` (passively: it may not configure it) and publishes
+    an AppRec there through the bus exchange; sender-90001 reads it, sender-90002 may not."""
+    sender = await as_user("sender-90001")
+    consumer = await as_user("kpr-consumer")
+    await consumer.declare_queue(TOPOLOGY.party_queue(90001), passive=True)
+    bus = await consumer.get_exchange(TOPOLOGY.bus_exchange, ensure=False)
+    await bus.publish(
+        _message(b"apprec"), routing_key=TOPOLOGY.party_routing_key(90001), mandatory=True
+    )
+    message = await _get(sender, TOPOLOGY.party_queue(90001))
+    assert message is not None
+    assert message.body == b"apprec"
+    await message.ack()
+    other = await as_user("sender-90002")
+    with pytest.raises(ChannelAccessRefused):
+        await _get(other, TOPOLOGY.party_queue(90001))
+
+
+async def test_the_consumers_receipt_sender_reaches_a_predeclared_error_queue(
+    connect_as: Any, as_user: Any, dev_pki: PkiDir
+) -> None:
+    """ReceiptSender as kpr-consumer finds ``90001_error`` passively (declaring an existing
+    queue needs configure permission, which the consumer's user has not) and delivers a
+    signed receipt that sender-90001 reads."""
+    connect, _ = connect_as
+    connection = await connect("kpr-consumer")
+    signer = ReceiptSigner(dev_pki.register.signing_identity)
+    async with ReceiptSender(connection, topology=TOPOLOGY, signer=signer) as receipts:
+        receipt = Receipt.for_rejection(
+            original_message_id="m-definitions", reason=Reason.MALFORMED, description="test"
+        )
+        await receipts.send(receipt, sender_her_id=90001)
+    sender = await as_user("sender-90001")
+    message = await _get(sender, TOPOLOGY.receipt_queue(90001))
+    assert message is not None
+    assert message.headers["originalMessageId"] == "m-definitions"
     await message.ack()
 
 

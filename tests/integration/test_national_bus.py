@@ -22,13 +22,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+import aiormq
 import pytest
-from openssl_tools import openssl_encrypt, openssl_sign_as_dotnet
+from openssl_tools import openssl, openssl_encrypt, openssl_sign_as_dotnet
 from prometheus_client import CollectorRegistry
 from proton import Message, Timeout
 from proton.utils import BlockingConnection
 from support import pipeline_settings
 
+from contracts.addressregister import dev_address_register
+from contracts.apprec import AppRec, AppRecStatus, apprec_error, decode_apprec
 from contracts.envelope import CONTENT_TYPE
 from contracts.errors import Reason
 from contracts.events import encode_event
@@ -275,3 +278,118 @@ async def test_a_message_sealed_as_dotnet_signedcms_commits_and_its_signature_fo
     assert forms == {"content": 1.0, "signed-attributes": None}
     [logged] = [r for r in caplog.records if getattr(r, "message_id", None) == message_id]
     assert logged.__dict__["signature"] == "content"
+
+
+def _openssl_open(body: bytes, pki: PkiDir, folder: Path) -> bytes:
+    """The real ``openssl cms -decrypt`` with the sender's dev key, then ``-verify``
+    against the dev root: the content (a failure fails the test)."""
+    sealed = folder / f"apprec-{uuid.uuid4()}.der"
+    sealed.write_bytes(body)
+    signed = openssl(
+        "cms", "-decrypt", "-binary", "-inform", "DER", "-in", sealed,
+        "-recip", pki.sender.encryption_certificate_path,
+        "-inkey", pki.sender.encryption_key_path,
+    )  # fmt: skip
+    return openssl(
+        "cms", "-verify", "-binary", "-inform", "DER",
+        "-CAfile", pki.root_path, "-certfile", pki.intermediate_path,
+        stdin=signed,
+    )  # fmt: skip
+
+
+@pytest.mark.openssl
+async def test_committed_and_refused_messages_get_an_apprec_the_sender_opens_with_openssl(
+    settings: Settings, dev_pki: PkiDir, tmp_path: Path
+) -> None:
+    """A committed and a refused message from the 1.0 sender each produce an AppRec on the
+    sender's ``{herId}_async`` queue, read with the AMQP 1.0 client as a Helsenorge.Messaging
+    receiver reads its queue: the real openssl decrypts it with the sender's key and verifies
+    the register's signature, and its XML carries the status, the original message id and
+    the reason. A refused message from a sender the address register does not know gets
+    none, and the metric counts it as skipped."""
+    register_file = tmp_path / "address-register.json"
+    register_file.write_bytes(dev_address_register(dev_pki, absolute=True))
+    settings = settings.with_overrides(address_register_file=register_file)
+    await _declare(settings)
+    [sealed] = [build_sealer(settings).seal(e) for e in generate_events(1, seed=1602)]
+    sender_her_id = sealed.sender_her_id
+    unknown_her_id = sender_her_id + 1
+    register = settings.register_her_id
+    broken = bytearray(sealed.body)
+    broken[len(broken) // 2] ^= 0x01
+    broken_id, stranger_id = str(uuid.uuid4()), str(uuid.uuid4())
+    sent_at = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+    messages = [
+        _helsenorge_message(
+            sealed.body, message_id=sealed.message_id, from_her_id=sender_her_id,
+            to_her_id=register,
+        ),
+        _helsenorge_message(
+            bytes(broken), message_id=broken_id, from_her_id=sender_her_id, to_her_id=register
+        ),
+        _helsenorge_message(
+            bytes(broken), message_id=stranger_id, from_her_id=unknown_her_id, to_her_id=register
+        ),
+    ]  # fmt: skip
+    refused_properties = messages[1].properties
+    assert refused_properties is not None
+    refused_properties["applicationTimeStamp"] = "2026-12-07T10:30:00+01:00"  # .NET's offset form
+    await asyncio.to_thread(_send, settings, messages)
+
+    registry = CollectorRegistry()
+    counts = await consume(settings, until_idle_s=2.0, registry=registry)
+    assert counts["committed"] == 1, counts
+    assert counts["dead_lettered"] == 2, counts
+
+    def apprecs(status: str, outcome: str) -> float | None:
+        labels = {"status": status, "outcome": outcome}
+        return registry.get_sample_value("kpr_consumer_apprecs_total", labels)
+
+    assert apprecs("ok", "sent") == 1
+    assert apprecs("rejected", "sent") == 1
+    assert apprecs("rejected", "skipped") == 1
+    assert apprecs("ok", "failed") == apprecs("rejected", "failed") == 0
+
+    topology = settings.topology()
+    received = await asyncio.to_thread(_receive, settings, topology.party_queue(sender_her_id), 2)
+    by_original: dict[str, AppRec] = {}
+    for message in received:
+        properties: dict[str, Any] = dict(message.properties or {})
+        # The properties Helsenorge.Messaging gives any asynchronous message, and the
+        # AppRec metadata its MetadataHelper extracts.
+        assert message.subject == "APPREC"
+        assert message.content_type == CONTENT_TYPE
+        assert message.reply_to == f"{register}_async"
+        assert message.id
+        assert properties["fromHerId"] == str(register)
+        assert properties["toHerId"] == str(sender_her_id)
+        assert DOTNET_TIMESTAMP.match(properties["applicationTimeStamp"])
+        assert properties["X-MessageInfo-Type"] == "APPREC"
+        body = message.body
+        assert isinstance(body, bytes | memoryview)
+        xml = await asyncio.to_thread(_openssl_open, bytes(body), dev_pki, tmp_path)
+        apprec = decode_apprec(xml)
+        assert properties["X-MessageInfo-MsgId"] == apprec.id
+        assert properties["X-MessageInfo-OriginalMsgId"] == apprec.original_message_id
+        assert apprec.sender_her_id == register
+        assert apprec.receiver_her_id == sender_her_id
+        by_original[apprec.original_message_id] = apprec
+    assert set(by_original) == {sealed.message_id, broken_id}
+
+    ok = by_original[sealed.message_id]
+    assert ok.status is AppRecStatus.OK
+    assert ok.errors == ()
+    refused = by_original[broken_id]
+    assert refused.status is AppRecStatus.REJECTED
+    assert refused.original_issued_at == sent_at  # the sender's applicationTimeStamp
+    [error] = refused.errors
+    assert error.code_system == "2.16.578.1.12.4.1.1.8221"
+    reason = Reason(str(error.original_text).split(":", 1)[0])
+    assert error.code == apprec_error(reason, "").code
+
+    # The stranger's refusal: an error-queue receipt as before, but no AppRec queue at all.
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+            await channel.declare_queue(topology.party_queue(unknown_her_id), passive=True)

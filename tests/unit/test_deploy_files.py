@@ -274,6 +274,7 @@ def test_definitions_queue_arguments_equal_the_code_declaration() -> None:
     assert queues[TOPOLOGY.dead_letter_queue] == {"x-queue-type": "quorum"}
     for sender in SENDERS:
         assert queues[TOPOLOGY.receipt_queue(sender)] == {"x-queue-type": "quorum"}
+        assert queues[TOPOLOGY.party_queue(sender)] == {"x-queue-type": "quorum"}  # AppRecs
 
 
 def test_definitions_declare_every_topology_exchange_and_binding() -> None:
@@ -312,6 +313,10 @@ def test_definitions_declare_every_topology_exchange_and_binding() -> None:
             for s in SENDERS
         ),
         *((TOPOLOGY.receipt_exchange, TOPOLOGY.receipt_queue(s), "queue", str(s)) for s in SENDERS),
+        *(
+            (TOPOLOGY.bus_exchange, TOPOLOGY.party_queue(s), "queue", TOPOLOGY.party_routing_key(s))
+            for s in SENDERS
+        ),
     }
     assert bindings == expected
 

@@ -191,6 +191,7 @@ def test_the_exposition_carries_no_event_or_message_id(
         "sender_her_id",
         "state",
         "certificate",
+        "status",
         "le",
     }
 
@@ -284,6 +285,7 @@ CONTRACT_NAMES = frozenset(
         "kpr_producer_messages_total",
         "kpr_consumer_messages_total",
         "kpr_consumer_dead_letters_total",
+        "kpr_consumer_apprecs_total",
         "kpr_crypto_failures_total",
         "kpr_queue_messages",
         "kpr_last_commit_timestamp_seconds",
@@ -391,3 +393,15 @@ def test_sender_activity_from_the_store_never_sets_a_last_commit_back(
     stored = "kpr_sender_events_stored"
     assert value(registry, stored, sender_her_id="90001", municipality="1103") == 41
     assert value(registry, stored, sender_her_id="90002", municipality="4601") == 7
+
+
+def test_apprecs_are_counted_by_status_and_outcome_from_zero(
+    registry: CollectorRegistry, metrics: ConsumerMetrics
+) -> None:
+    """Every status x outcome series exists before the first AppRec (rates start at 0)."""
+    for status in ("ok", "rejected"):
+        for outcome in ("sent", "skipped", "failed"):
+            labels = {"status": status, "outcome": outcome}
+            assert value(registry, "kpr_consumer_apprecs_total", **labels) == 0
+    metrics.observe_apprec("rejected", "skipped")
+    assert value(registry, "kpr_consumer_apprecs_total", status="rejected", outcome="skipped") == 1
