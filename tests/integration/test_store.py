@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from consumers import (
@@ -31,17 +29,6 @@ from contracts import ConflictingDuplicate, CorrectionKind, Event, KadAdmission,
 from contracts.synth import generate_events
 
 PSEUDONYMS = Pseudonymiser(b"k" * 32)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "pathways.sqlite3")
-    base: str = request.getfixturevalue("postgres_url")
-    name = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(base, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    return base.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture

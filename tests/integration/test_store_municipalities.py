@@ -4,11 +4,9 @@ list (a 2028 reform needs only the list), and a version 1 store is upgraded in p
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,17 +24,6 @@ PSEUDONYMS = Pseudonymiser(b"m" * 32)
 # Back-filled events of 2017-2019: Bergen 1201, Trondheim 1601, Hamar 0403 ... as sent.
 EVENTS = generate_events(60, seed=5, until=datetime(2019, 12, 31, tzinfo=UTC))
 TABLES = ("events", "stays", "consultations", "rejections")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "pathways.sqlite3")
-    base: str = request.getfixturevalue("postgres_url")
-    name = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(base, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    return base.rsplit("/", 1)[0] + "/" + name
 
 
 def _sql(url: str, *statements: str) -> list[Any]:
